@@ -1,0 +1,31 @@
+# The two commands that matter on a fresh machine: `make demo` and `make test`.
+# Both create .venv and install the package (with its dev extra) when it is missing.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TEACHER := tnncompress/models/checkpoints/resnet32_fashion_mnist.safetensors
+
+.PHONY: demo test lint bench install clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# The main job on the bundled default model and data: inspect and evaluate the reference teacher.
+demo: install
+	$(BIN)/tnncompress inspect $(TEACHER)
+	$(BIN)/tnncompress eval $(TEACHER) --data fashion-mnist
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check tnncompress cli tests benchmarks scripts
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -1,0 +1,105 @@
+"""What every command shares: the common options, error handling and output (stdout vs stderr)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import random
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from tnncompress.errors import TnncompressError
+from tnncompress.progress import set_progress_enabled
+
+out = Console(width=None if sys.stdout.isatty() else 160)  # results; wide tables when piped
+err = Console(stderr=True, soft_wrap=True)  # progress, logs, errors: one message, one line
+log = logging.getLogger("tnncompress")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (logs stay on stderr).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Errors only: no progress, no logs.")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-v info, -vv debug).")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for Python, NumPy and PyTorch.")]
+ArchOpt = Annotated[str | None, typer.Option(
+    "--arch", help="torchvision:NAME, tnncompress:NAME or package.module:factory (default: detect).")]
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-checkpoint", help="Allow unpickling a whole nn.Module (runs code from the file).")]
+InputSizeOpt = Annotated[str | None, typer.Option(
+    "--input-size", help="Input size C,H,W (default: the data's, the checkpoint's, or the architecture's).")]
+
+
+@dataclass
+class Session:
+    json: bool
+    quiet: bool
+    verbose: int
+    debug: bool
+    seed: int
+
+    def result(self, payload: dict, render: Callable[[], None]) -> None:
+        """Emit the command's result: JSON on stdout, or the human rendering."""
+        if self.json:
+            sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+        elif not self.quiet:
+            render()
+
+
+def start(json_: bool, quiet: bool, verbose: int, debug: bool, seed: int) -> Session:
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    if not quiet and not log.handlers:
+        from rich.logging import RichHandler
+
+        log.addHandler(RichHandler(console=err, show_time=False, show_path=False))
+    log.setLevel(level)
+    set_progress_enabled(not (quiet or json_))
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:
+        pass
+    import torch
+
+    torch.manual_seed(seed)
+    return Session(json_, quiet, verbose, debug, seed)
+
+
+def say(session: Session, message: str) -> None:
+    """An informative line on stderr, unless --quiet."""
+    if not session.quiet:
+        err.print(message, highlight=False)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn known errors into a one-line message and their exit code; tracebacks only under --debug."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        debug = kwargs.get("debug", False)
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except TnncompressError as exc:
+            if debug:
+                raise
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+        except Exception as exc:
+            if debug:
+                raise
+            err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc} "
+                      "(rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper

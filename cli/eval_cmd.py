@@ -1,0 +1,94 @@
+"""`tnncompress eval`: accuracy, NLL and calibration of a checkpoint on a dataset."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tnncompress.data import load_data, parse_spec
+from tnncompress.data.specs import SPLITS
+from tnncompress.errors import UsageError
+from tnncompress.evaluate import evaluate as run_evaluation
+from tnncompress.evaluate import output_classes
+from tnncompress.io import load_model
+
+from .common import (
+    ArchOpt,
+    DebugOpt,
+    InputSizeOpt,
+    JsonOpt,
+    QuietOpt,
+    SeedOpt,
+    TrustOpt,
+    VerboseOpt,
+    handle_errors,
+    out,
+    say,
+    start,
+)
+
+EXAMPLES = """Examples:
+
+  tnncompress eval resnet32.safetensors --data fashion-mnist
+
+  tnncompress eval model.pt --arch torchvision:resnet18 --data imagefolder:/data/imagenet?size=224 --json
+
+  tnncompress eval model.pt --data synthetic   # smoke test without data: not an accuracy
+"""
+
+DataOpt = Annotated[str, typer.Option("--data", "-d", help="Dataset spec: fashion-mnist, mnist-idx:DIR, cifar10:DIR, "
+                                      "cifar100:DIR, imagefolder:DIR[?size=N], synthetic[?n=N].")]
+
+
+@handle_errors
+def evaluate(
+    checkpoint: Annotated[str, typer.Argument(help="Checkpoint: .pt/.pth state dict or .safetensors.")],
+    data: DataOpt = "fashion-mnist",
+    split: Annotated[str, typer.Option(help="Which split to evaluate: test or train.")] = "test",
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Evaluation batch size.")] = 256,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate on the first N samples only.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    arch: ArchOpt = None,
+    input_size: InputSizeOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    json: JsonOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = 0, debug: DebugOpt = False,
+    seed: SeedOpt = 0,
+) -> None:
+    """Evaluate a checkpoint: top-1, top-5, negative log-likelihood and expected calibration error."""
+    session = start(json, quiet, verbose, debug, seed)
+    spec = parse_spec(data)  # validate every option before the (slow) model load
+    dev = _device(device)
+    if split not in SPLITS:
+        raise UsageError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
+    loaded = load_model(checkpoint, arch=arch, trust=trust_checkpoint, input_size=input_size)
+    say(session, f"architecture {loaded.arch} ({loaded.arch_how})")
+    classes = output_classes(loaded.model, loaded.input_size) if spec.kind == "synthetic" else None
+    dataset = load_data(spec, split, input_size=loaded.input_size, num_classes=classes)
+    say(session, f"data: {dataset.source}, {len(dataset)} samples")
+    metrics = run_evaluation(loaded.model, dataset, batch_size=batch_size, device=dev, limit=limit)
+    payload = {"model": loaded.describe(), "data": dataset.describe(), "split": split, "metrics": metrics}
+
+    def render() -> None:
+        title = "evaluation" + (" [bold red](synthetic data: not accuracies)[/]" if dataset.synthetic else "")
+        table = Table(title=title)
+        for col in ("samples", "top-1", "top-5", "NLL", "ECE"):
+            table.add_column(col, justify="right")
+        table.add_row(str(metrics["samples"]), f"{100 * metrics['top1']:.2f}%", f"{100 * metrics['top5']:.2f}%",
+                      f"{metrics['nll']:.4f}", f"{metrics['ece']:.4f}")
+        out.print(table)
+
+    session.result(payload, render)
+
+
+def _device(text: str) -> str:
+    import torch
+
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "cpu" or text.startswith("cuda"):
+        if text.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError(f"--device {text}: CUDA is not available on this machine")
+        return text
+    raise UsageError(f"--device {text!r}: use auto, cpu, cuda or cuda:N")

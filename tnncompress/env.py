@@ -1,0 +1,31 @@
+"""Versions of everything that affects a result, recorded in every output and shown by `--version`."""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+
+from . import __version__
+
+_PACKAGES = ("torch", "torchvision", "tensorly", "opt_einsum", "safetensors", "onnx", "onnxruntime", "typer", "rich")
+
+
+def versions() -> dict[str, str]:
+    found = {"tnncompress": __version__, "python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def environment() -> dict:
+    import torch
+
+    info = {"versions": versions(), "platform": platform.platform(), "machine": platform.machine(),
+            "cpu_threads": torch.get_num_threads(), "cuda_available": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        info["cuda"] = torch.version.cuda
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info

@@ -1,0 +1,217 @@
+"""Architectures for state dicts: `torchvision:<name>`, `tnncompress:<name>`, `package.module:factory`.
+
+A state dict carries no architecture, so it is rebuilt from a named constructor and the state dict is
+loaded strictly. The number of classes (and, for our zoo, input channels) is read off the state dict's
+classifier and first convolution, so a ResNet-18 trained for 37 classes needs no extra option.
+Without `--arch`, every candidate is built on the meta device (no memory, no init cost) and compared
+key by key and shape by shape with the state dict.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import warnings
+from dataclasses import dataclass
+from functools import cache, lru_cache
+
+import torch
+from torch import nn
+
+from .. import models as zoo
+from ..errors import CheckpointError, UsageError
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    source: str  # "torchvision" | "tnncompress" | "python"
+    name: str
+
+    def __str__(self) -> str:
+        return self.name if self.source == "python" else f"{self.source}:{self.name}"
+
+
+def parse_arch(text: str) -> ArchSpec:
+    source, sep, name = text.strip().partition(":")
+    if not sep or not source or not name:
+        raise UsageError(f"--arch {text!r}: use torchvision:NAME, tnncompress:NAME or package.module:factory")
+    if source == "torchvision":
+        if name not in _torchvision_names():
+            raise UsageError(f"--arch {text!r}: torchvision has no classification model {name!r}")
+        return ArchSpec("torchvision", name)
+    if source == "tnncompress":
+        if name not in zoo.list_models():
+            raise UsageError(f"--arch {text!r}: unknown zoo model; known: {', '.join(zoo.list_models())}")
+        return ArchSpec("tnncompress", name)
+    return ArchSpec("python", text.strip())
+
+
+@lru_cache(maxsize=1)
+def _torchvision_names() -> tuple[str, ...]:
+    import torchvision.models as tvm
+
+    return tuple(tvm.list_models(module=tvm))
+
+
+def _constructor(spec: ArchSpec):
+    if spec.source == "torchvision":
+        import torchvision.models as tvm
+
+        return tvm.get_model_builder(spec.name)
+    if spec.source == "tnncompress":
+        return zoo.get_entry(spec.name).factory
+    module_name, _, attr = spec.name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"--arch {spec.name}: cannot import {module_name} ({exc})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UsageError(f"--arch {spec.name}: {module_name} has no callable {attr!r}")
+    return factory
+
+
+def _accepts(fn, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _instantiate(fn, kwargs: dict, device: str) -> nn.Module:
+    # GoogLeNet and Inception warn about a future change of their init; the init is irrelevant here.
+    with warnings.catch_warnings(), torch.device(device):
+        warnings.simplefilter("ignore", FutureWarning)
+        return fn(**kwargs)
+
+
+def _first_last(model: nn.Module) -> tuple[str | None, str | None]:
+    """Names of the first convolution and of the last classifier layer (Linear, or a 1x1 Conv)."""
+    first = last = None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d) and first is None:
+            first = name
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            last = name
+    return first, last
+
+
+def _kwargs_from_state(spec: ArchSpec, fn, state: dict[str, torch.Tensor]) -> dict:
+    """Infer num_classes / in_channels from the state dict, for constructors that accept them."""
+    kwargs: dict = {}
+    default = _instantiate(fn, {"weights": None} if spec.source == "torchvision" else {}, "meta")
+    first, last = _first_last(default)
+    if last and f"{last}.weight" in state and _accepts(fn, "num_classes"):
+        kwargs["num_classes"] = int(state[f"{last}.weight"].shape[0])
+    if spec.source == "tnncompress" and first and f"{first}.weight" in state:
+        kwargs["in_channels"] = int(state[f"{first}.weight"].shape[1])
+    return kwargs
+
+
+def build_model(spec: ArchSpec, state: dict[str, torch.Tensor] | None = None, device: str = "cpu") -> nn.Module:
+    """Instantiate the architecture (no weights downloaded); shapes are inferred from `state` if given."""
+    fn = _constructor(spec)
+    kwargs = {"weights": None} if spec.source == "torchvision" else {}
+    if state is not None and spec.source != "python":
+        kwargs.update(_kwargs_from_state(spec, fn, state))
+    try:
+        model = _instantiate(fn, kwargs, device)
+    except Exception as exc:
+        raise CheckpointError(f"building {spec} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"--arch {spec}: factory returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def compare_state(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, shape mismatches) of `state` against `model`'s own state dict.
+
+    BatchNorm's `num_batches_tracked` may be absent (older checkpoints omit it); it is not reported.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {list(state[k].shape)} vs model {list(v.shape)}"
+              for k, v in own.items() if k in state and state[k].shape != v.shape]
+    return missing, unexpected, shapes
+
+
+def _summarise(items: list[str], what: str) -> str:
+    shown = ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
+    return f"{len(items)} {what} ({shown})"
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], spec: ArchSpec | str) -> nn.Module:
+    missing, unexpected, shapes = compare_state(model, state)
+    if missing or unexpected or shapes:
+        parts = [_summarise(x, w) for x, w in ((missing, "missing keys"), (unexpected, "unexpected keys"),
+                                              (shapes, "shape mismatches")) if x]
+        raise CheckpointError(f"state dict does not fit {spec}: " + "; ".join(parts))
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def candidate_specs() -> list[ArchSpec]:
+    return [ArchSpec("tnncompress", n) for n in zoo.list_models()] + \
+           [ArchSpec("torchvision", n) for n in _torchvision_names()]
+
+
+def _meta_fits(spec: ArchSpec, state: dict[str, torch.Tensor]) -> bool:
+    fn = _constructor(spec)
+    try:
+        kwargs = {"weights": None} if spec.source == "torchvision" else {}
+        kwargs.update(_kwargs_from_state(spec, fn, state))
+        model = _instantiate(fn, kwargs, "meta")
+    except Exception:
+        return False
+    missing, unexpected, shapes = compare_state(model, state)
+    return not (missing or unexpected or shapes)
+
+
+def detect_arch(state: dict[str, torch.Tensor]) -> list[ArchSpec]:
+    """Every known architecture the state dict fits exactly (keys and shapes)."""
+    keys = set(state)
+    matches = []
+    for spec in candidate_specs():
+        signature = _key_signature(spec)
+        if signature is None or not signature <= keys:  # cheap filter before comparing shapes
+            continue
+        if _meta_fits(spec, state):
+            matches.append(spec)
+    return matches
+
+
+@cache
+def _meta_keys(spec: ArchSpec) -> frozenset[str] | None:
+    try:
+        fn = _constructor(spec)
+        model = _instantiate(fn, {"weights": None} if spec.source == "torchvision" else {}, "meta")
+        return frozenset(model.state_dict())
+    except Exception:
+        return None
+
+
+def _key_signature(spec: ArchSpec) -> frozenset[str] | None:
+    keys = _meta_keys(spec)
+    return None if keys is None else frozenset(k for k in keys if not k.endswith("num_batches_tracked"))
+
+
+def resolve_arch(arch: str | None, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+                 ) -> tuple[ArchSpec, str]:
+    """Pick the architecture for `state`: the explicit one, the one in the file's metadata, or detection.
+
+    Returns the spec and a sentence saying how it was chosen (shown to the user, kept in reports).
+    """
+    if arch:
+        return parse_arch(arch), "given by --arch"
+    if metadata and metadata.get("arch"):
+        return parse_arch(metadata["arch"]), "read from the checkpoint's metadata"
+    matches = detect_arch(state)
+    if len(matches) == 1:
+        return matches[0], f"detected from the state dict's keys and shapes: {matches[0]}"
+    if not matches:
+        raise CheckpointError("could not detect the architecture: the state dict matches no torchvision "
+                              "classification model and no tnncompress model; pass --arch")
+    raise CheckpointError("the state dict fits several architectures: "
+                          + ", ".join(map(str, matches)) + "; pass --arch to choose")

@@ -1,0 +1,78 @@
+"""The load stage: checkpoint file -> `nn.Module` with its architecture and input size resolved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from .. import models as zoo
+from ..errors import UsageError
+from .arch import ArchSpec, build_model, load_into, resolve_arch
+from .checkpoint import Checkpoint, read_checkpoint
+
+_TORCHVISION_INPUT = {"inception_v3": (3, 299, 299)}
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    arch: str  # "torchvision:resnet18", "tnncompress:resnet32", "pkg.mod:fn" or "pickled module"
+    arch_how: str
+    checkpoint: Checkpoint
+    input_size: tuple[int, int, int]
+    notes: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict:
+        return {"checkpoint": str(self.checkpoint.path), "sha256": self.checkpoint.sha256,
+                "format": self.checkpoint.kind, "arch": self.arch, "arch_how": self.arch_how,
+                "input_size": list(self.input_size), "notes": self.notes + self.checkpoint.notes}
+
+
+def parse_input_size(text: str) -> tuple[int, int, int]:
+    try:
+        dims = tuple(int(x) for x in text.replace("x", ",").split(","))
+    except ValueError:
+        dims = ()
+    if len(dims) != 3 or min(dims) <= 0:
+        raise UsageError(f"--input-size {text!r}: expected C,H,W with positive integers, e.g. 3,224,224")
+    return dims  # type: ignore[return-value]
+
+
+def _first_conv_channels(model: nn.Module) -> int | None:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    return None
+
+
+def default_input_size(spec: ArchSpec | None, model: nn.Module, metadata: dict[str, str]) -> tuple[int, int, int]:
+    if metadata.get("input_size"):
+        return parse_input_size(metadata["input_size"])
+    channels = _first_conv_channels(model) or 3
+    if spec is not None and spec.source == "tnncompress":
+        _, h, w = zoo.get_entry(spec.name).input_size
+        return (channels, h, w)
+    if spec is not None and spec.source == "torchvision":
+        return _TORCHVISION_INPUT.get(spec.name, (3, 224, 224))
+    return (channels, 224, 224)
+
+
+def load_model(path: str | Path, arch: str | None = None, trust: bool = False,
+               input_size: str | tuple[int, int, int] | None = None) -> LoadedModel:
+    """Read a checkpoint and return the model in eval mode on the CPU."""
+    ckpt = read_checkpoint(path, trust=trust)
+    notes = []
+    if ckpt.kind == "module":
+        if arch:
+            notes.append(f"--arch {arch} ignored: the checkpoint holds a whole module")
+        model, name, how, spec = ckpt.module, f"pickled {type(ckpt.module).__name__}", "whole module", None
+    else:
+        spec, how = resolve_arch(arch, ckpt.state_dict, ckpt.metadata)
+        model = load_into(build_model(spec, ckpt.state_dict), ckpt.state_dict, spec)
+        name = str(spec)
+    if isinstance(input_size, str):
+        input_size = parse_input_size(input_size)
+    size = input_size or default_input_size(spec, model, ckpt.metadata)
+    return LoadedModel(model.eval(), name, how, ckpt, tuple(size), notes)
