@@ -1,3 +1,7 @@
 """tnncompress: compress pretrained CNNs into tensorial neural networks."""
 
 __version__ = "0.1.0"
+
+from .einsum import contract_expression, conv_einsum  # noqa: E402
+
+__all__ = ["__version__", "contract_expression", "conv_einsum"]

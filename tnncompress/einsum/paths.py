@@ -1,0 +1,104 @@
+"""Choosing the order of pairwise steps.
+
+A path is a list of (left, right) node ids in SSA form: operands are nodes 0..n-1 and the k-th step
+creates node n+k. Strategies:
+  optimal   opt_einsum's dynamic programming over subsets, with our convolution-aware step cost
+  naive     left to right: ((x . w1) . w2) . w3 ...
+  rebuild   all weights first (left to right), then one step with the input: the dense-kernel order
+  greedy    opt_einsum's greedy search (used above OPTIMAL_LIMIT operands)
+"""
+
+from __future__ import annotations
+
+import opt_einsum
+from opt_einsum.paths import DynamicProgramming, linear_to_ssa
+
+from .network import Network
+
+OPTIMAL_LIMIT = 12
+STRATEGIES = ("optimal", "naive", "rebuild", "greedy")
+
+
+def naive_path(n: int) -> list[tuple[int, int]]:
+    path, last = [], 0
+    for i in range(1, n):
+        path.append((last, i))
+        last = n + i - 1
+    return path
+
+
+def rebuild_path(n: int, signal: int | None) -> list[tuple[int, int]]:
+    if signal is None or n < 3:
+        return naive_path(n)
+    weights = [i for i in range(n) if i != signal]
+    path, last, node = [], weights[0], n
+    for w in weights[1:]:
+        path.append((last, w))
+        last, node = node, node + 1
+    path.append((signal, last))
+    return path
+
+
+def _leaves(tree) -> frozenset[int]:
+    """Original operand ids in one of opt_einsum's contraction trees (an int, or nested tuples of them);
+    unlike its bitmaps, these do not shift when opt_einsum sets aside operands that reduce to scalars."""
+    if isinstance(tree, int):
+        return frozenset([tree])
+    return frozenset().union(*(_leaves(t) for t in tree))
+
+
+def optimal_path(net: Network, backward: bool) -> list[tuple[int, int]]:
+    """Exact search: opt_einsum's DP over subsets, with `Network.step_cost` as the local cost."""
+    inputs = [frozenset(t) for t in net.expr.inputs]
+    output = frozenset(net.expr.output)
+
+    def compare(cost1, cost2, i1_union_i2, size_dict, cost_cap, s1, s2, xn, g, all_tensors, inputs_, i1_cut,
+                memory_limit, contract1, contract2):
+        a, b = _leaves(contract1), _leaves(contract2)
+        cost = cost1 + cost2 + net.step_cost(a, b, backward)
+        s = s1 | s2
+        if s not in xn or cost < xn[s][1]:
+            # opt_einsum's own bookkeeping of the new node's legs, in its integer index space
+            rest = g & (all_tensors ^ s)
+            outside = frozenset().union(*(inputs_[k] for k in range(len(inputs_)) if rest >> k & 1))
+            xn[s] = (i1_union_i2 - (i1_cut - outside), cost, (contract1, contract2))
+
+    # Sizes are only used by opt_einsum for its cost cap, which is off; conv modes differ per operand.
+    size_dict = {m: max(s.get(m, 1) for s in net.sizes) for t in inputs for m in t}
+    linear = DynamicProgramming(minimize=compare, cost_cap=False, search_outer=True)(inputs, output, size_dict)
+    return [tuple(step) for step in linear_to_ssa(linear)]
+
+
+def greedy_path(net: Network) -> list[tuple[int, int]]:
+    inputs = [set(t) for t in net.expr.inputs]
+    size_dict = {m: max(s.get(m, 1) for s in net.sizes) for t in inputs for m in t}
+    linear = opt_einsum.paths.greedy(inputs, set(net.expr.output), size_dict)
+    return [tuple(step) for step in linear_to_ssa(linear)]
+
+
+def find_path(net: Network, strategy: str, backward: bool = False) -> list[tuple[int, int]]:
+    if net.n == 1:
+        return []
+    if strategy == "naive":
+        return naive_path(net.n)
+    if strategy == "rebuild":
+        return rebuild_path(net.n, net.signal)
+    if strategy == "greedy" or (strategy == "optimal" and net.n > OPTIMAL_LIMIT):
+        return greedy_path(net)
+    if strategy == "optimal":
+        return optimal_path(net, backward)
+    raise ValueError(f"unknown path strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+
+
+def path_cost(net: Network, path: list[tuple[int, int]], backward: bool = False) -> tuple[int, int, list]:
+    """(total cost, largest intermediate, per-step (subset_a, subset_b, cost)) of an SSA path."""
+    nodes = {i: frozenset([i]) for i in range(net.n)}
+    total, largest, steps = 0, 0, []
+    for k, (i, j) in enumerate(path):
+        a, b = nodes.pop(i), nodes.pop(j)
+        cost = net.step_cost(a, b, backward)
+        nodes[net.n + k] = a | b
+        total += cost
+        largest = max(largest, net.numel(a | b))
+        steps.append((a, b, cost))
+    return total, largest, steps
