@@ -13,10 +13,10 @@ Every step is compiled once, at planning time, into a permutation, a reshape and
 from __future__ import annotations
 
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
 from operator import mul
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

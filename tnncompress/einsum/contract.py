@@ -42,11 +42,12 @@ class ConvEinsumExpression:
 
     def __init__(self, text: str, shapes: tuple[tuple[int, ...], ...], stride=1, padding=0, dilation=1,
                  weights_only: bool = False, optimize: str = "optimal", backward: bool = False,
-                 checkpoint: bool = False):
+                 checkpoint: bool = False, device: str = "cpu", dtype: torch.dtype = torch.float32):
         parsed = parse(text)
         sizes = mode_sizes(parsed, list(shapes))
         self.text = text
         self.shapes = shapes
+        self.output_modes = parsed.output
         self.checkpoint = checkpoint
         self.optimize = optimize
         self.backward = backward
@@ -55,15 +56,28 @@ class ConvEinsumExpression:
         self.geometry = resolve(reduced, sizes, stride, padding, dilation, weights_only)
         self.network = net = Network(reduced, sizes, self.geometry, weights_only)
         self._prepare_signal = self._signal_preprocessing()
-        self.path = paths.find_path(net, optimize, backward)
-        self.flops, self.largest_intermediate, costs = paths.path_cost(net, self.path)
         self.naive_flops = paths.path_cost(net, paths.naive_path(net.n))[0]
         self.rebuild_flops = paths.path_cost(net, paths.rebuild_path(net.n, net.signal))[0]
+        self.timings: dict[str, float] = {}
+        if optimize == "measure":
+            from .autotune import fastest_path
+
+            path, self.timings = fastest_path(self, backward, device, dtype)
+        else:
+            path = paths.find_path(net, optimize, backward)
+        self._use_path(path)
+        self.output_shape = tuple(net.size(frozenset(range(net.n)), m) for m in parsed.output)
+
+    def _use_path(self, path: list[tuple[int, int]]) -> None:
+        """Compile the pairwise steps of an SSA path (the runtime then only calls them)."""
+        net = self.network
+        self.path = path
+        self.flops, self.largest_intermediate, costs = paths.path_cost(net, path)
         self._steps: list[tuple[int, int, CompiledStep, bool]] = []
         self.plan: list[PlanStep] = []
-        modes = {i: reduced.inputs[i] for i in range(net.n)}
+        modes = {i: net.expr.inputs[i] for i in range(net.n)}
         subsets = {i: frozenset([i]) for i in range(net.n)}
-        for k, (i, j) in enumerate(self.path):
+        for k, (i, j) in enumerate(path):
             step, swapped = compile_step(net, subsets[i], subsets[j], modes[i], modes[j])
             node = net.n + k
             subsets[node] = subsets.pop(i) | subsets.pop(j)
@@ -71,9 +85,8 @@ class ConvEinsumExpression:
             self._steps.append((i, j, step, swapped))
             shape = tuple(net.size(subsets[node], m) for m in step.modes)
             self.plan.append(PlanStep((i, j), step.kind, step.label, costs[k][2], shape))
-        final = modes[net.n + len(self.path) - 1] if self.path else reduced.inputs[0]
-        self._final_perm = [final.index(m) for m in parsed.output]
-        self.output_shape = tuple(net.size(frozenset(range(net.n)), m) for m in parsed.output)
+        final = modes[net.n + len(path) - 1] if path else net.expr.inputs[0]
+        self._final_perm = [final.index(m) for m in self.output_modes]
 
     def _signal_preprocessing(self):
         """Padding and stride along convolution modes that no weight has act on the input directly,
@@ -122,13 +135,15 @@ class ConvEinsumExpression:
         lines = [f"  expression:            {self.text}",
                  f"  operands:              {', '.join(str(list(s)) for s in self.shapes)}",
                  f"  geometry:              {self.geometry.describe()}",
-                 f"  strategy:              {self.optimize}{' (cost counts the backward pass)' if self.backward else ''}",
+                 f"  strategy:              {self.optimize}"
+                 f"{' (cost counts the backward pass)' if self.backward else ''}",
                  f"  FLOPs (this plan):     {self.flops:.4g}",
                  f"  FLOPs (naive, left to right): {self.naive_flops:.4g}  "
                  f"({self.naive_flops / max(self.flops, 1):.2f}x this plan)",
                  f"  FLOPs (rebuild kernel, then one conv): {self.rebuild_flops:.4g}  "
                  f"({self.rebuild_flops / max(self.flops, 1):.2f}x this plan)",
                  f"  largest intermediate:  {self.largest_intermediate:,} elements",
+                 *(f"  measured {name}: {t * 1e3:.3f} ms" for name, t in self.timings.items()),
                  "  step  nodes      kind       FLOPs       result shape  expression"]
         for k, s in enumerate(self.plan):
             lines.append(f"  {k:>4}  {str(s.operands):<9}  {s.kind:<9}  {s.flops:>10.4g}  "
@@ -158,17 +173,26 @@ def _key(value):
 
 
 @lru_cache(maxsize=4096)
-def _cached(text, shapes, stride, padding, dilation, weights_only, optimize, backward, checkpoint):
+def _cached(text, shapes, stride, padding, dilation, weights_only, optimize, backward, checkpoint, device, dtype):
     return ConvEinsumExpression(text, shapes, stride, padding, dilation, weights_only, optimize, backward,
-                                checkpoint)
+                                checkpoint, device, dtype)
 
 
 def contract_expression(text: str, *shapes, stride=1, padding=0, dilation=1, weights_only: bool = False,
-                        optimize: str = "optimal", backward: bool = False,
-                        checkpoint: bool = False) -> ConvEinsumExpression:
-    """Plan `text` for operands of these shapes (cached): returns a callable expression."""
+                        optimize: str = "optimal", backward: bool = False, checkpoint: bool = False,
+                        device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+                        ) -> ConvEinsumExpression:
+    """Plan `text` for operands of these shapes (cached): returns a callable expression.
+
+    optimize: "optimal" (fewest FLOPs, exact search), "measure" (time the candidate plans on `device`
+    with `dtype` and keep the fastest), "naive", "rebuild" or "greedy".
+    backward: count the backward pass in the cost (and, with "measure", time forward + backward).
+    checkpoint: recompute the intermediates in the backward pass instead of keeping them.
+    """
+    if optimize != "measure":  # device and dtype only matter to measurements
+        device, dtype = "cpu", torch.float32
     return _cached(text, tuple(tuple(int(d) for d in s) for s in shapes), _key(stride), _key(padding),
-                   _key(dilation), weights_only, optimize, backward, checkpoint)
+                   _key(dilation), weights_only, optimize, backward, checkpoint, str(device), dtype)
 
 
 def conv_einsum(text: str, *operands: torch.Tensor, stride=1, padding=0, dilation=1, weights_only: bool = False,
@@ -178,5 +202,6 @@ def conv_einsum(text: str, *operands: torch.Tensor, stride=1, padding=0, dilatio
     backward = torch.is_grad_enabled() and any(op.requires_grad for op in operands)
     expr = contract_expression(text, *(op.shape for op in operands), stride=stride, padding=padding,
                                dilation=dilation, weights_only=weights_only, optimize=optimize,
-                               backward=backward, checkpoint=checkpoint)
+                               backward=backward, checkpoint=checkpoint, device=operands[0].device,
+                               dtype=operands[0].dtype)
     return expr._run(*operands) if not expr.checkpoint else expr(*operands)

@@ -1,0 +1,41 @@
+"""Small tensor-algebra helpers shared by the decompositions (torch, any device, any float dtype)."""
+
+from __future__ import annotations
+
+import string
+
+import torch
+
+
+def unfold(tensor: torch.Tensor, mode: int) -> torch.Tensor:
+    """Mode-n unfolding: rows indexed by `mode`, columns by the other modes in order."""
+    return tensor.movedim(mode, 0).reshape(tensor.shape[mode], -1)
+
+
+def leading_singular_vectors(matrix: torch.Tensor, rank: int, generator: torch.Generator | None = None
+                             ) -> torch.Tensor:
+    """The `rank` leading left singular vectors. When the matrix has fewer (it is wider than tall, or
+    rank-deficient), random columns complete them, orthonormalised against the others while the rank
+    fits in the row count (so Tucker projections stay exact), merely random beyond it (CP initialisation)."""
+    u, _, _ = torch.linalg.svd(matrix, full_matrices=False)
+    if rank <= u.shape[1]:
+        return u[:, :rank]
+    extra = torch.randn(matrix.shape[0], rank - u.shape[1], generator=generator, dtype=matrix.dtype)
+    basis = torch.cat([u, extra.to(matrix.device)], dim=1)
+    if rank <= matrix.shape[0]:
+        q, _ = torch.linalg.qr(basis)
+        return q
+    return basis
+
+
+def mode_product(tensor: torch.Tensor, matrix: torch.Tensor, mode: int) -> torch.Tensor:
+    """tensor x_mode matrix, with matrix of shape [new, old]."""
+    return torch.tensordot(matrix, tensor, dims=([1], [mode])).movedim(0, mode)
+
+
+def relative_error(approx: torch.Tensor, target: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(approx - target) / torch.linalg.vector_norm(target).clamp_min(1e-300))
+
+
+def letters(n: int) -> str:
+    return string.ascii_lowercase[:n]

@@ -1,0 +1,113 @@
+"""TensorizedConv2d: a convolution (or linear) layer whose kernel is held as a format's factors.
+
+It carries the replaced layer's stride, padding (including padding modes), dilation, groups and bias
+exactly, and evaluates the factors with conv_einsum (planned once per input shape). A linear layer is the
+1x1 case: its input [B, S] is viewed as [B, S, 1, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..einsum import contract_expression
+from .base import Format, KernelShape, Ranks, get_format
+from .tensorize import Tensorization, tensorize
+
+
+class TensorizedConv2d(nn.Module):
+    def __init__(self, fmt: str | Format, shape: KernelShape, ranks: Ranks, tensorization: Tensorization | None = None,
+                 stride=(1, 1), padding=(0, 0), dilation=(1, 1), padding_mode: str = "zeros", bias: bool = False,
+                 linear: bool = False, optimize: str = "optimal", dtype: torch.dtype | None = None):
+        super().__init__()
+        self.format = get_format(fmt) if isinstance(fmt, str) else fmt
+        if self.format.reshaped and tensorization is None:
+            tensorization = tensorize(shape.t, shape.in_channels)
+        self.shape = shape
+        self.tensorization = tensorization if self.format.reshaped else None
+        self.ranks = self.format.normalise_ranks(shape, self.tensorization, dict(ranks))
+        self.stride, self.dilation = tuple(stride), tuple(dilation)
+        self.padding = padding if isinstance(padding, str) else tuple(padding)
+        self.padding_mode = padding_mode
+        self.linear = linear
+        self.optimize = optimize
+        self.expression = self.format.expression(shape, self.tensorization)
+        self.factors = nn.ParameterList(
+            [nn.Parameter(torch.empty(s, dtype=dtype))
+             for s in self.format.factor_shapes(shape, self.tensorization, self.ranks)])
+        self.bias = nn.Parameter(torch.zeros(shape.out_channels, dtype=dtype)) if bias else None
+        sizes = self.format.sizes(shape, self.tensorization, self.ranks)
+        _, in_modes = self.format.channel_modes(self.tensorization)
+        self._in_view = ((shape.groups,) if shape.groups > 1 else ()) + tuple(sizes[m] for m in in_modes)
+
+    @classmethod
+    def from_layer(cls, layer: nn.Conv2d | nn.Linear, fmt: str | Format, ranks: Ranks,
+                   tensorization: Tensorization | None = None, seed: int = 0) -> TensorizedConv2d:
+        """Replace `layer`, initialising the factors by Layer-Decomp of its kernel (in float64)."""
+        linear = isinstance(layer, nn.Linear)
+        weight = layer.weight.detach()
+        if linear:
+            weight = weight[:, :, None, None]
+            geometry = dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1), padding_mode="zeros")
+            groups = 1
+        else:
+            geometry = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+                            padding_mode=layer.padding_mode)
+            groups = layer.groups
+        shape = KernelShape(weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3], groups)
+        module = cls(fmt, shape, ranks, tensorization, bias=layer.bias is not None, linear=linear,
+                     dtype=weight.dtype, **geometry)
+        factors = module.format.initialise(weight, shape, module.tensorization, module.ranks, seed=seed)
+        with torch.no_grad():
+            for p, f in zip(module.factors, factors, strict=True):
+                p.copy_(f.to(p.dtype))
+            if layer.bias is not None:
+                module.bias.copy_(layer.bias.detach())
+        return module.to(weight.device)
+
+    def dense_kernel(self) -> torch.Tensor:
+        return self.format.rebuild(list(self.factors), self.shape, self.tensorization)
+
+    def params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def _plan(self, x_shape: tuple[int, ...], padding):
+        return contract_expression(self.expression, x_shape, *(tuple(p.shape) for p in self.factors),
+                                   stride=self.stride, padding=padding, dilation=self.dilation,
+                                   optimize=self.optimize, backward=self.training and torch.is_grad_enabled(),
+                                   device=self.factors[0].device, dtype=self.factors[0].dtype)
+
+    def _padded(self, x: torch.Tensor):
+        """Non-zero padding modes pad explicitly, as nn.Conv2d does; zero padding goes to conv_einsum."""
+        if self.padding_mode == "zeros" or self.padding == (0, 0) or self.padding == "valid":
+            return x, self.padding
+        if isinstance(self.padding, str):  # "same" with a padding mode: pad as conv would, then valid
+            totals = [d * (k - 1) for d, k in zip(self.dilation, (self.shape.kh, self.shape.kw), strict=True)]
+            pads = [(t // 2, t - t // 2) for t in totals]
+        else:
+            pads = [(p, p) for p in self.padding]
+        flat = [v for lo_hi in reversed(pads) for v in lo_hi]
+        return F.pad(x, flat, mode=self.padding_mode), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.linear:
+            lead = x.shape[:-1]
+            x = x.reshape(-1, x.shape[-1], 1, 1)
+        x, padding = self._padded(x)
+        batch, _, h, w = x.shape
+        xt = x.reshape(batch, *self._in_view, h, w)
+        y = self._plan(tuple(xt.shape), padding)(xt, *self.factors)
+        y = y.reshape(batch, self.shape.out_channels, y.shape[-2], y.shape[-1])
+        if self.bias is not None:
+            y = y + self.bias[:, None, None]
+        if self.linear:
+            y = y.reshape(*lead, self.shape.out_channels)
+        return y
+
+    def extra_repr(self) -> str:
+        tz = self.tensorization
+        tz = f", tensorization={tz.out_modes}x{tz.in_modes}" if tz else ""
+        return (f"format={self.format.name}, shape={tuple(vars(self.shape).values())}, ranks={self.ranks}{tz}, "
+                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
+                f"bias={self.bias is not None}, linear={self.linear}")
