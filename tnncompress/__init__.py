@@ -3,5 +3,6 @@
 __version__ = "0.1.0"
 
 from .einsum import contract_expression, conv_einsum  # noqa: E402
+from .export import load  # noqa: E402
 
-__all__ = ["__version__", "contract_expression", "conv_einsum"]
+__all__ = ["__version__", "contract_expression", "conv_einsum", "load"]

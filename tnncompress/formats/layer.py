@@ -72,6 +72,17 @@ class TensorizedConv2d(nn.Module):
     def params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def plan_for(self, input_shape: tuple[int, ...]):
+        """The conv_einsum plan this layer uses for an input of `input_shape` ([B, C, H, W] or [B, F])."""
+        if self.linear:
+            input_shape = (int(torch.tensor(input_shape[:-1]).prod()), input_shape[-1], 1, 1)
+        batch, _, h, w = input_shape
+        padding = self.padding
+        if self.padding_mode != "zeros" and self.padding not in ((0, 0), "valid"):
+            pads = self._explicit_pads()
+            h, w, padding = h + sum(pads[0]), w + sum(pads[1]), 0
+        return self._plan((batch, *self._in_view, h, w), padding)
+
     def _plan(self, x_shape: tuple[int, ...], padding):
         return contract_expression(self.expression, x_shape, *(tuple(p.shape) for p in self.factors),
                                    stride=self.stride, padding=padding, dilation=self.dilation,
@@ -82,13 +93,14 @@ class TensorizedConv2d(nn.Module):
         """Non-zero padding modes pad explicitly, as nn.Conv2d does; zero padding goes to conv_einsum."""
         if self.padding_mode == "zeros" or self.padding == (0, 0) or self.padding == "valid":
             return x, self.padding
+        flat = [v for lo_hi in reversed(self._explicit_pads()) for v in lo_hi]
+        return F.pad(x, flat, mode=self.padding_mode), 0
+
+    def _explicit_pads(self) -> list[tuple[int, int]]:
         if isinstance(self.padding, str):  # "same" with a padding mode: pad as conv would, then valid
             totals = [d * (k - 1) for d, k in zip(self.dilation, (self.shape.kh, self.shape.kw), strict=True)]
-            pads = [(t // 2, t - t // 2) for t in totals]
-        else:
-            pads = [(p, p) for p in self.padding]
-        flat = [v for lo_hi in reversed(pads) for v in lo_hi]
-        return F.pad(x, flat, mode=self.padding_mode), 0
+            return [(t // 2, t - t // 2) for t in totals]
+        return [(p, p) for p in self.padding]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.linear:

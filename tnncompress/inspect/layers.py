@@ -30,6 +30,7 @@ class LayerInfo:
     bias: bool
     params: int
     flops: int
+    input: list[int] | None  # per sample, at the inspected input size
     output: list[int] | None
     compressible: bool
     reason: str
@@ -38,13 +39,14 @@ class LayerInfo:
         return asdict(self)
 
 
-def _output_shapes(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, list[int]]:
-    shapes: dict[str, list[int]] = {}
+def _io_shapes(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, tuple[list[int], list[int]]]:
+    """Per layer, its (input, output) shape per sample, from one forward pass (first call if reused)."""
+    shapes: dict[str, tuple[list[int], list[int]]] = {}
     hooks = []
 
     def record(name: str):
         def hook(module, inputs, output) -> None:  # must return None, or it replaces the output
-            shapes.setdefault(name, list(output.shape[1:]))
+            shapes.setdefault(name, (list(inputs[0].shape[1:]), list(output.shape[1:])))
         return hook
 
     for name, m in model.named_modules():
@@ -105,7 +107,7 @@ def layer_table(model: nn.Module, input_size: tuple[int, int, int], keep_first_l
                 ) -> list[LayerInfo]:
     """Every conv / linear (and unsupported weighted) layer of `model`, in definition order."""
     modules = [(n, m) for n, m in model.named_modules() if isinstance(m, _SUPPORTED + _UNSUPPORTED_WEIGHTED)]
-    shapes = _output_shapes(model, input_size)
+    shapes = _io_shapes(model, input_size)
     convs = [n for n, m in modules if isinstance(m, nn.Conv2d)]
     linears = [n for n, m in modules if isinstance(m, nn.Linear)]
     first_conv = convs[0] if convs else None
@@ -121,7 +123,8 @@ def layer_table(model: nn.Module, input_size: tuple[int, int, int], keep_first_l
             dilation=list(m.dilation) if conv else None, groups=m.groups if conv else 1,
             bias=getattr(m, "bias", None) is not None,
             params=sum(p.numel() for p in m.parameters(recurse=False)),
-            flops=_flops(m, shapes.get(name)), output=shapes.get(name),
+            flops=_flops(m, shapes[name][1] if name in shapes else None),
+            input=shapes[name][0] if name in shapes else None, output=shapes[name][1] if name in shapes else None,
             compressible=not reason, reason=reason))
     return rows
 

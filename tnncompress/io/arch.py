@@ -109,12 +109,22 @@ def _kwargs_from_state(spec: ArchSpec, fn, state: dict[str, torch.Tensor]) -> di
     return kwargs
 
 
-def build_model(spec: ArchSpec, state: dict[str, torch.Tensor] | None = None, device: str = "cpu") -> nn.Module:
-    """Instantiate the architecture (no weights downloaded); shapes are inferred from `state` if given."""
+def arch_kwargs(spec: ArchSpec, state: dict[str, torch.Tensor]) -> dict:
+    """The constructor arguments (num_classes, in_channels) a state dict implies for this architecture."""
+    return {} if spec.source == "python" else _kwargs_from_state(spec, _constructor(spec), state)
+
+
+def build_model(spec: ArchSpec, state: dict[str, torch.Tensor] | None = None, device: str = "cpu",
+                kwargs: dict | None = None) -> nn.Module:
+    """Instantiate the architecture (no weights downloaded), with the constructor arguments `kwargs`,
+    or those inferred from `state`."""
     fn = _constructor(spec)
-    kwargs = {"weights": None} if spec.source == "torchvision" else {}
-    if state is not None and spec.source != "python":
-        kwargs.update(_kwargs_from_state(spec, fn, state))
+    call = {"weights": None} if spec.source == "torchvision" else {}
+    if kwargs is not None:
+        call.update(kwargs)
+    elif state is not None:
+        call.update(arch_kwargs(spec, state))
+    kwargs = call
     try:
         model = _instantiate(fn, kwargs, device)
     except Exception as exc:

@@ -9,7 +9,7 @@ from torch import nn
 
 from .. import models as zoo
 from ..errors import UsageError
-from .arch import ArchSpec, build_model, load_into, resolve_arch
+from .arch import ArchSpec, arch_kwargs, build_model, load_into, resolve_arch
 from .checkpoint import Checkpoint, read_checkpoint
 
 _TORCHVISION_INPUT = {"inception_v3": (3, 299, 299)}
@@ -23,6 +23,7 @@ class LoadedModel:
     checkpoint: Checkpoint
     input_size: tuple[int, int, int]
     notes: list[str] = field(default_factory=list)
+    arch_kwargs: dict = field(default_factory=dict)  # constructor arguments, to rebuild the architecture
 
     def describe(self) -> dict:
         return {"checkpoint": str(self.checkpoint.path), "sha256": self.checkpoint.sha256,
@@ -68,11 +69,13 @@ def load_model(path: str | Path, arch: str | None = None, trust: bool = False,
         if arch:
             notes.append(f"--arch {arch} ignored: the checkpoint holds a whole module")
         model, name, how, spec = ckpt.module, f"pickled {type(ckpt.module).__name__}", "whole module", None
+        kwargs = {}
     else:
         spec, how = resolve_arch(arch, ckpt.state_dict, ckpt.metadata)
-        model = load_into(build_model(spec, ckpt.state_dict), ckpt.state_dict, spec)
+        kwargs = arch_kwargs(spec, ckpt.state_dict)
+        model = load_into(build_model(spec, kwargs=kwargs), ckpt.state_dict, spec)
         name = str(spec)
     if isinstance(input_size, str):
         input_size = parse_input_size(input_size)
     size = input_size or default_input_size(spec, model, ckpt.metadata)
-    return LoadedModel(model.eval(), name, how, ckpt, tuple(size), notes)
+    return LoadedModel(model.eval(), name, how, ckpt, tuple(size), notes, kwargs)

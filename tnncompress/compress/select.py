@@ -1,0 +1,65 @@
+"""Layer selection: which layers a run compresses, and why the others are left alone.
+
+Defaults follow the dissertation: every conv and linear layer except the first convolution and the last
+linear layer. `include` / `exclude` take glob patterns on module names ("layer3.*", "*.conv2") or
+regular expressions prefixed with "re:". A pattern that matches no layer is an error, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+from ..errors import UsageError
+from ..inspect import LayerInfo, layer_table
+
+
+@dataclass
+class LayerChoice:
+    info: LayerInfo
+    status: str  # "compress", "skipped" (cannot be) or "excluded" (by the user or the defaults)
+    reason: str
+
+
+def _matches(pattern: str, name: str) -> bool:
+    if pattern.startswith("re:"):
+        return re.fullmatch(pattern[3:], name) is not None
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def _check_patterns(patterns: list[str], names: list[str], option: str) -> None:
+    for p in patterns:
+        if p.startswith("re:"):
+            try:
+                re.compile(p[3:])
+            except re.error as exc:
+                raise UsageError(f"{option} {p!r}: bad regular expression ({exc})") from None
+        if not any(_matches(p, n) for n in names):
+            raise UsageError(f"{option} {p!r} matches no conv or linear layer "
+                             f"(layers are named like {', '.join(names[:3])})")
+
+
+def select_layers(model: nn.Module, input_size: tuple[int, int, int], include: list[str] | None = None,
+                  exclude: list[str] | None = None, keep_first_last: bool = True) -> list[LayerChoice]:
+    rows = layer_table(model, input_size, keep_first_last=False)
+    names = [r.name for r in rows]
+    include, exclude = include or [], exclude or []
+    _check_patterns(include, names, "--include")
+    _check_patterns(exclude, names, "--exclude")
+    defaults = {r.name: r.reason for r in layer_table(model, input_size, keep_first_last=keep_first_last)}
+    choices = []
+    for r in rows:
+        if r.reason:  # cannot be compressed at all
+            choices.append(LayerChoice(r, "skipped", r.reason))
+        elif any(_matches(p, r.name) for p in exclude):
+            choices.append(LayerChoice(r, "excluded", "matches --exclude"))
+        elif include and not any(_matches(p, r.name) for p in include):
+            choices.append(LayerChoice(r, "excluded", "not matched by --include"))
+        elif not include and defaults[r.name]:
+            choices.append(LayerChoice(r, "excluded", defaults[r.name]))
+        else:
+            choices.append(LayerChoice(r, "compress", ""))
+    return choices
