@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import platform
-import statistics
-import time
 from datetime import date
 
 import torch
 
+from tnncompress.einsum.autotune import median_seconds
 
-def median_ms(fn, min_time: float = 0.3, min_reps: int = 3, max_reps: int = 15) -> float:
-    t0 = time.perf_counter()
-    fn()
-    if time.perf_counter() - t0 < 0.2:
-        fn()  # a second warm-up when it is cheap
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_reps or (time.perf_counter() - start < min_time and len(times) < max_reps):
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+
+def median_ms(fn, min_time: float = 0.3, max_reps: int = 15) -> float:
+    """Median milliseconds of `fn` after warm-up (the same timer the "measure" strategy uses)."""
+    return 1e3 * median_seconds(fn, min_time=min_time, max_reps=max_reps)
 
 
 def machine() -> str:

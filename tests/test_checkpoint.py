@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -76,6 +78,9 @@ def test_save_is_atomic_and_roundtrips(tmp_path, small_model):
     assert ck.metadata["arch"] == "tnncompress:small_cnn"
     assert _same(ck.state_dict, small_model.state_dict())
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
 
 
 def test_failed_save_keeps_old_file(tmp_path, small_model):

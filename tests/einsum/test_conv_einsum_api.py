@@ -171,3 +171,33 @@ def test_reference_agrees_with_torch_conv():
     for kw in (dict(stride=2, padding=1, dilation=1), dict(stride=(1, 3), padding=(2, 0), dilation=(2, 1)),
                dict(stride=1, padding="same", dilation=2)):
         assert torch.allclose(reference("bshw,tshw->bthw|hw", x, w, **kw), F.conv2d(x, w, **kw))
+
+
+MCP_EXPR = "b(s1)(s2)(s3)hw,r(t1)(s1),r(t2)(s2),r(t3)(s3),rhw->b(t1)(t2)(t3)hw|hw"
+
+
+def _mcp_shapes(batch, size, rank=150):
+    return [(batch, 8, 8, 8, size, size), (rank, 8, 8), (rank, 8, 8), (rank, 8, 8), (rank, 3, 3)]
+
+
+def test_rebuild_order_contracts_the_weights_in_their_best_order():
+    """Left to right, reshaped CP would keep the rank r to the end: an r x T x S intermediate (39M
+    elements here); the rebuild candidate contracts r as soon as it can and holds only the kernel."""
+    expr = contract_expression(MCP_EXPR, *_mcp_shapes(1, 7), padding=1, optimize="rebuild")
+    assert all(0 not in step for step in expr.path[:-1]) and 0 in expr.path[-1]
+    assert expr.largest_intermediate == 512 * 512 * 9
+
+
+def test_measure_never_tries_plans_with_huge_intermediates(monkeypatch):
+    from tnncompress.einsum import autotune
+
+    monkeypatch.setattr(autotune, "MEMORY_FLOOR", 0)
+    _cached.cache_clear()
+    shapes = _mcp_shapes(2, 14)
+    rebuild = contract_expression(MCP_EXPR, *shapes, padding=1, optimize="rebuild")
+    for other in ("naive", "optimal", "greedy"):  # each holds a 30M-element intermediate, rebuild 2.4M
+        big = contract_expression(MCP_EXPR, *shapes, padding=1, optimize=other)
+        assert big.largest_intermediate > autotune.MEMORY_FACTOR * rebuild.largest_intermediate
+    expr = contract_expression(MCP_EXPR, *shapes, padding=1, optimize="measure")
+    assert expr.path == rebuild.path
+    assert expr.timings == {}  # the only plan that fits was taken without running any of the others

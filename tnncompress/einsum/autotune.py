@@ -3,19 +3,25 @@
 FLOPs are a proxy: a grouped or depthwise convolution runs far below a dense one's FLOP rate, and a
 permutation costs time but no FLOPs. So the candidates (the FLOP-optimal plans for inference and for
 training, left to right, rebuild-the-kernel, greedy) are each run on random operands of the planned
-shapes, and the fastest median wins. Done once per set of shapes; the result is cached like any plan.
+shapes, in turns, and the fastest median wins. Done once per set of shapes; the result is cached like
+any plan.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
 
 from . import paths
 
+MEMORY_FACTOR = 8  # a candidate may hold at most this many times the leanest candidate's largest intermediate
+MEMORY_FLOOR = 1 << 24  # ... or this many elements, whichever is larger
 
-def _median_seconds(fn, min_time: float = 0.1, max_reps: int = 25) -> float:
+
+def median_seconds(fn, min_time: float = 0.1, max_reps: int = 25) -> float:
+    """Median wall time of `fn` after warm-up (synchronising CUDA), over at least 3 runs."""
     t0 = time.perf_counter()
     fn()  # warm-up: allocator, oneDNN primitive creation, CUDA kernels
     if time.perf_counter() - t0 < 0.2:
@@ -35,16 +41,40 @@ def _median_seconds(fn, min_time: float = 0.1, max_reps: int = 25) -> float:
     return times[len(times) // 2]
 
 
+def _interleaved_medians(runs: dict, min_time: float = 0.2, max_rounds: int = 25) -> dict[str, float]:
+    """Median time of each candidate, timed round-robin so that the machine's drift (other processes,
+    clock changes) hits every candidate alike instead of favouring whichever ran in a quiet moment."""
+    for fn in runs.values():  # warm-up
+        fn()
+    times = {name: [] for name in runs}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < 5 or (time.perf_counter() - start < min_time and rounds < max_rounds):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
+
+
 def fastest_path(expr, backward: bool, device, dtype) -> tuple[list[tuple[int, int]], dict[str, float]]:
     net = expr.network
     candidates: dict[str, list[tuple[int, int]]] = {}
     for name, path in (("optimal", paths.find_path(net, "optimal", backward)),
                        ("optimal-forward", paths.find_path(net, "optimal", False)),
-                       ("rebuild", paths.rebuild_path(net.n, net.signal)),
+                       ("rebuild", paths.rebuild_path(net, backward)),
                        ("naive", paths.naive_path(net.n)),
                        ("greedy", paths.find_path(net, "greedy"))):
         if path not in candidates.values():
             candidates[name] = path
+    # Never try a plan whose largest intermediate dwarfs the leanest candidate's: left to right can
+    # materialise tensors of tens of GB (reshaped formats at high rank) and would exhaust memory.
+    largest = {name: paths.path_cost(net, path)[1] for name, path in candidates.items()}
+    limit = max(MEMORY_FACTOR * min(largest.values()), MEMORY_FLOOR)
+    candidates = {name: path for name, path in candidates.items() if largest[name] <= limit}
     if len(candidates) == 1:
         return next(iter(candidates.values())), {}
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -52,17 +82,23 @@ def fastest_path(expr, backward: bool, device, dtype) -> tuple[list[tuple[int, i
     if backward:
         for op in operands:
             op.requires_grad_()
-    timings = {}
+    runs = {}
     for name, path in candidates.items():
-        expr._use_path(path)
-        if backward:
-            def run():
-                out = expr._run(*operands)
-                out.backward(torch.ones_like(out))
-        else:
-            def run():
-                with torch.no_grad():
-                    expr._run(*operands)
-        timings[name] = _median_seconds(run)
+        plan = copy.copy(expr)  # each candidate compiled side by side, so they can be timed in turns
+        plan._use_path(path)
+        runs[name] = _runner(plan, operands, backward)
+    timings = _interleaved_medians(runs)
     best = min(timings, key=timings.get)
     return candidates[best], timings
+
+
+def _runner(plan, operands, backward: bool):
+    if backward:
+        def run():
+            out = plan._run(*operands)
+            out.backward(torch.ones_like(out))
+    else:
+        def run():
+            with torch.no_grad():
+                plan._run(*operands)
+    return run

@@ -57,7 +57,7 @@ class ConvEinsumExpression:
         self.network = net = Network(reduced, sizes, self.geometry, weights_only)
         self._prepare_signal = self._signal_preprocessing()
         self.naive_flops = paths.path_cost(net, paths.naive_path(net.n))[0]
-        self.rebuild_flops = paths.path_cost(net, paths.rebuild_path(net.n, net.signal))[0]
+        self.rebuild_flops = paths.path_cost(net, paths.rebuild_path(net))[0]
         self.timings: dict[str, float] = {}
         if optimize == "measure":
             from .autotune import fastest_path

@@ -4,7 +4,8 @@ A path is a list of (left, right) node ids in SSA form: operands are nodes 0..n-
 creates node n+k. Strategies:
   optimal   opt_einsum's dynamic programming over subsets, with our convolution-aware step cost
   naive     left to right: ((x . w1) . w2) . w3 ...
-  rebuild   all weights first (left to right), then one step with the input: the dense-kernel order
+  rebuild   all weights first, in their FLOP-optimal order, then one step with the input (the
+            dense-kernel order; a left-to-right rebuild can be far worse, e.g. for reshaped CP)
   greedy    opt_einsum's greedy search (used above OPTIMAL_LIMIT operands)
 """
 
@@ -27,16 +28,10 @@ def naive_path(n: int) -> list[tuple[int, int]]:
     return path
 
 
-def rebuild_path(n: int, signal: int | None) -> list[tuple[int, int]]:
-    if signal is None or n < 3:
-        return naive_path(n)
-    weights = [i for i in range(n) if i != signal]
-    path, last, node = [], weights[0], n
-    for w in weights[1:]:
-        path.append((last, w))
-        last, node = node, node + 1
-    path.append((signal, last))
-    return path
+def rebuild_path(net: Network, backward: bool = False) -> list[tuple[int, int]]:
+    if net.signal is None or net.n < 3:
+        return optimal_path(net, backward)
+    return optimal_path(net, backward, signal_last=True)
 
 
 def _leaves(tree) -> frozenset[int]:
@@ -47,14 +42,17 @@ def _leaves(tree) -> frozenset[int]:
     return frozenset().union(*(_leaves(t) for t in tree))
 
 
-def optimal_path(net: Network, backward: bool) -> list[tuple[int, int]]:
-    """Exact search: opt_einsum's DP over subsets, with `Network.step_cost` as the local cost."""
+def optimal_path(net: Network, backward: bool, signal_last: bool = False) -> list[tuple[int, int]]:
+    """Exact search: opt_einsum's DP over subsets, with `Network.step_cost` as the local cost.
+    With `signal_last`, the input may only join in the final step (the best rebuild-the-kernel order)."""
     inputs = [frozenset(t) for t in net.expr.inputs]
     output = frozenset(net.expr.output)
 
     def compare(cost1, cost2, i1_union_i2, size_dict, cost_cap, s1, s2, xn, g, all_tensors, inputs_, i1_cut,
                 memory_limit, contract1, contract2):
         a, b = _leaves(contract1), _leaves(contract2)
+        if signal_last and net.has_signal(a | b) and len(a | b) < net.n:
+            return
         cost = cost1 + cost2 + net.step_cost(a, b, backward)
         s = s1 | s2
         if s not in xn or cost < xn[s][1]:
@@ -82,7 +80,7 @@ def find_path(net: Network, strategy: str, backward: bool = False) -> list[tuple
     if strategy == "naive":
         return naive_path(net.n)
     if strategy == "rebuild":
-        return rebuild_path(net.n, net.signal)
+        return rebuild_path(net, backward)
     if strategy == "greedy" or (strategy == "optimal" and net.n > OPTIMAL_LIMIT):
         return greedy_path(net)
     if strategy == "optimal":
