@@ -3,6 +3,7 @@ the on-disk formats of torchvision (CIFAR, ImageFolder) and MNIST (IDX)."""
 
 from __future__ import annotations
 
+import os
 import pickle
 import warnings
 from pathlib import Path
@@ -10,9 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 
 from tnncompress.data.idx import write_idx
 from tnncompress.models import create_model
+
+# CI runs the property tests on a fixed set of examples (the same on every run, and the set verified
+# before each submission); developers get fresh random examples every run.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
