@@ -85,7 +85,6 @@ def _conv_call(net: Network, merged: Subset, modes_a, modes_b, spatial_a: list[s
                kind: str) -> CompiledStep:
     """Shared machinery: the layout of one grouped convolution between a and b."""
     only_a, groups, summed, only_b = _classify(net, merged, modes_a, modes_b, spatial_a, spatial_b)
-    size = lambda m, s: net.size(s, m)  # noqa: E731
     perm_a = _permutation(modes_a, only_a + groups + summed + spatial_a)
     perm_b = _permutation(modes_b, groups + only_b + summed + spatial_b)
     n_a = _prod(net.common[m] for m in only_a)
@@ -96,7 +95,7 @@ def _conv_call(net: Network, merged: Subset, modes_a, modes_b, spatial_a: list[s
     w_shape = [n_g * n_b, n_k] + kernel_dims({})
     out_modes = tuple(only_a + groups + only_b + spatial_a)
     out_plain = [net.common[m] for m in only_a + groups + only_b]
-    out_spatial = [size(c, merged) for c in spatial_a]
+    out_spatial = [net.size(merged, c) for c in spatial_a]
     conv = _CONV[len(spatial_a)]
     symmetric = all(lo == hi for lo, hi in pads)
     conv_padding = [lo for lo, _ in pads] if symmetric else 0

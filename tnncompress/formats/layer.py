@@ -7,6 +7,8 @@ exactly, and evaluates the factors with conv_einsum (planned once per input shap
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,7 +77,7 @@ class TensorizedConv2d(nn.Module):
     def plan_for(self, input_shape: tuple[int, ...]):
         """The conv_einsum plan this layer uses for an input of `input_shape` ([B, C, H, W] or [B, F])."""
         if self.linear:
-            input_shape = (int(torch.tensor(input_shape[:-1]).prod()), input_shape[-1], 1, 1)
+            input_shape = (math.prod(input_shape[:-1]), input_shape[-1], 1, 1)
         batch, _, h, w = input_shape
         padding = self.padding
         if self.padding_mode != "zeros" and self.padding not in ((0, 0), "valid"):
