@@ -16,10 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The main job on the bundled default model and data: inspect and evaluate the reference teacher.
+# The main job on the bundled default model and data: compress the reference teacher (mcp, rate 0.1),
+# evaluate it before and after, export and check ONNX, and write the report to demo-resnet32-mcp/.
 demo: install
-	$(BIN)/tnncompress inspect $(TEACHER)
-	$(BIN)/tnncompress eval $(TEACHER) --data fashion-mnist
+	$(BIN)/tnncompress run $(TEACHER) --format mcp --rate 0.1 --data fashion-mnist --out demo-resnet32-mcp --force
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -6,12 +6,13 @@ from typing import Annotated
 
 import typer
 
-from . import env_cmd, eval_cmd, inspect_cmd
+from . import env_cmd, eval_cmd, inspect_cmd, run_cmd
 
 app = typer.Typer(
     name="tnncompress",
     help="Compress pretrained PyTorch CNNs into tensorial neural networks.\n\n"
-         "Exit codes: 0 success, 1 run-time failure, 2 usage error (bad option value, missing file).",
+         "Exit codes: 0 success, 1 run-time failure, 2 usage error (bad option value, missing file), "
+         "3 an export that does not reproduce the model, 130 interrupted.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
     rich_markup_mode="rich",
@@ -33,6 +34,7 @@ def root(version: Annotated[bool | None, typer.Option(
     """Compress pretrained PyTorch CNNs into tensorial neural networks."""
 
 
+app.command("run", epilog=run_cmd.EXAMPLES)(run_cmd.run)
 app.command("inspect", epilog=inspect_cmd.EXAMPLES)(inspect_cmd.inspect)
 app.command("eval", epilog=eval_cmd.EXAMPLES)(eval_cmd.evaluate)
 app.command("env", epilog=env_cmd.EXAMPLES)(env_cmd.env)

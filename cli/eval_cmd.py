@@ -9,6 +9,7 @@ from rich.table import Table
 
 from tnncompress.data import load_data, parse_spec
 from tnncompress.data.specs import SPLITS
+from tnncompress.env import resolve_device
 from tnncompress.errors import UsageError
 from tnncompress.evaluate import evaluate as run_evaluation
 from tnncompress.evaluate import output_classes
@@ -59,7 +60,7 @@ def evaluate(
     """Evaluate a checkpoint: top-1, top-5, negative log-likelihood and expected calibration error."""
     session = start(json, quiet, verbose, debug, seed)
     spec = parse_spec(data)  # validate every option before the (slow) model load
-    dev = _device(device)
+    dev = resolve_device(device)
     if split not in SPLITS:
         raise UsageError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
     loaded = load_model(checkpoint, arch=arch, trust=trust_checkpoint, input_size=input_size)
@@ -81,14 +82,3 @@ def evaluate(
 
     session.result(payload, render)
 
-
-def _device(text: str) -> str:
-    import torch
-
-    if text == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if text == "cpu" or text.startswith("cuda"):
-        if text.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError(f"--device {text}: CUDA is not available on this machine")
-        return text
-    raise UsageError(f"--device {text!r}: use auto, cpu, cuda or cuda:N")

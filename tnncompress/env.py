@@ -29,3 +29,18 @@ def environment() -> dict:
         info["cuda"] = torch.version.cuda
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return info
+
+
+def resolve_device(text: str) -> str:
+    """"auto" (CUDA when there is one), "cpu", "cuda" or "cuda:N", checked against this machine."""
+    import torch
+
+    from .errors import UsageError
+
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "cpu" or text.startswith("cuda"):
+        if text.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError(f"--device {text}: CUDA is not available on this machine")
+        return text
+    raise UsageError(f"--device {text!r}: use auto, cpu, cuda or cuda:N")

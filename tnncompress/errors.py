@@ -31,3 +31,9 @@ class DataError(TnncompressError):
     """A dataset that is missing, malformed, or does not fit the model."""
 
     exit_code = 1
+
+
+class ExportError(TnncompressError):
+    """The ONNX export failed, or does not reproduce the model (onnx.checker, onnxruntime mismatch): exit 3."""
+
+    exit_code = 3

@@ -22,10 +22,12 @@ class LayerResult:
     seconds: float
 
 
-def compress_model(model: nn.Module, plans: list[LayerPlan], seed: int = 0, show_progress: bool = True
-                   ) -> tuple[nn.Module, list[LayerResult]]:
-    """A copy of `model` with every plan that has ranks applied; the original is left untouched."""
-    student = copy.deepcopy(model)
+def compress_model(model: nn.Module, plans: list[LayerPlan], seed: int = 0, show_progress: bool = True,
+                   device: str | torch.device = "cpu") -> tuple[nn.Module, list[LayerResult]]:
+    """A copy of `model` with every plan that has ranks applied; the original is left untouched.
+    The decompositions run on `device` (in float64); the result comes back on the model's device."""
+    home = next(model.parameters()).device
+    student = copy.deepcopy(model).to(device)
     todo = [p for p in plans if p.ranks is not None]
     results = []
     with progress_bar("Layer-Decomp", total=len(todo), enabled=show_progress) as advance:
@@ -43,4 +45,4 @@ def compress_model(model: nn.Module, plans: list[LayerPlan], seed: int = 0, show
             student.set_submodule(plan.name, layer)
             results.append(LayerResult(plan.name, error, time.perf_counter() - start))
             advance(1)
-    return student, results
+    return student.to(home), results

@@ -75,6 +75,7 @@ def plan_layer(module: nn.Module, info: LayerInfo, fmt_name: str, rate: float | 
     elif rate_by == "params":
         budget = int(rate * info.params) - bias
         chosen = fmt.ranks_for_budget(shape, tz, budget) if budget > 0 else None
+        chosen = fmt.fill_budget(shape, tz, chosen, budget) if chosen is not None else None
         if chosen is None:
             smallest = fmt.params(shape, tz, dict.fromkeys(fmt.rank_names(tz), 1)) + bias
             plan.reason = f"even rank 1 needs {smallest} parameters, the rate allows {int(rate * info.params)}"

@@ -24,7 +24,7 @@ class LayerChoice:
     reason: str
 
 
-def _matches(pattern: str, name: str) -> bool:
+def matches_pattern(pattern: str, name: str) -> bool:
     if pattern.startswith("re:"):
         return re.fullmatch(pattern[3:], name) is not None
     return fnmatch.fnmatchcase(name, pattern)
@@ -37,7 +37,7 @@ def _check_patterns(patterns: list[str], names: list[str], option: str) -> None:
                 re.compile(p[3:])
             except re.error as exc:
                 raise UsageError(f"{option} {p!r}: bad regular expression ({exc})") from None
-        if not any(_matches(p, n) for n in names):
+        if not any(matches_pattern(p, n) for n in names):
             raise UsageError(f"{option} {p!r} matches no conv or linear layer "
                              f"(layers are named like {', '.join(names[:3])})")
 
@@ -54,9 +54,9 @@ def select_layers(model: nn.Module, input_size: tuple[int, int, int], include: l
     for r in rows:
         if r.reason:  # cannot be compressed at all
             choices.append(LayerChoice(r, "skipped", r.reason))
-        elif any(_matches(p, r.name) for p in exclude):
+        elif any(matches_pattern(p, r.name) for p in exclude):
             choices.append(LayerChoice(r, "excluded", "matches --exclude"))
-        elif include and not any(_matches(p, r.name) for p in include):
+        elif include and not any(matches_pattern(p, r.name) for p in include):
             choices.append(LayerChoice(r, "excluded", "not matched by --include"))
         elif not include and defaults[r.name]:
             choices.append(LayerChoice(r, "excluded", defaults[r.name]))

@@ -1,7 +1,7 @@
 """CP decomposition by alternating least squares (Kolda and Bader 2009, section 3.4).
 
 Initialised from the leading singular vectors of each unfolding (random columns beyond the mode size),
-then ALS sweeps until the relative change of the fit drops below `tol`. The matricised-tensor times
+then ALS sweeps until the relative change of the error drops below `tol`. The matricised-tensor times
 Khatri-Rao product is one einsum, so the Khatri-Rao matrix is never formed.
 """
 
@@ -26,7 +26,9 @@ def cp_rebuild(factors: list[torch.Tensor]) -> torch.Tensor:
     return torch.einsum(",".join(f"{c}z" for c in idx) + "->" + idx, *factors)
 
 
-def cp_als(tensor: torch.Tensor, rank: int, max_iter: int = 500, tol: float = 1e-12, seed: int = 0) -> CPResult:
+def cp_als(tensor: torch.Tensor, rank: int, max_iter: int = 100, tol: float = 1e-5, seed: int = 0) -> CPResult:
+    """Stops after `max_iter` sweeps, or when the error changes by less than `tol` relative to itself
+    (so an exactly low-rank tensor is fitted to machine precision), or reaches 1e-13."""
     g = torch.Generator().manual_seed(seed)
     n = tensor.ndim
     factors = [leading_singular_vectors(unfold(tensor, k), rank, g) for k in range(n)]
@@ -46,7 +48,7 @@ def cp_als(tensor: torch.Tensor, rank: int, max_iter: int = 500, tol: float = 1e
         # The exact residual: the expansion ||X||^2 - 2<X,[[A]]> + ||[[A]]||^2 loses half the digits to
         # cancellation, and kernels are small enough to rebuild every sweep.
         residual = float(torch.linalg.vector_norm(cp_rebuild(factors) - tensor) / norm)
-        if previous is not None and abs(previous - residual) < tol:
+        if residual < 1e-13 or (previous is not None and abs(previous - residual) < tol * residual):
             break
         previous = residual
     # normalise columns of all but the first factor; their scale goes into factor 0

@@ -3,14 +3,19 @@
 Initialised from TT-SVD (a tensor train is a ring whose closing bond has rank 1): the cores are
 embedded into the ring ranks with small noise on the new entries, so ALS starts from the TT error and
 only improves on it. Each sweep solves for one core with the others fixed, by least squares on the
-subchain of the other cores.
+subchain Q of the other cores, through the normal equations: the Gram matrix Q^T Q is chained from the
+cores' own Gram tensors and X Q is contracted core by core, so Q (as many rows as the tensor has
+entries divided by one mode) is never formed. For a 512 x 3 x 3 x 512 kernel that is the difference
+between a 786k x R^2 least-squares problem per kh/kw core update and a few small contractions.
 """
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 
 import torch
+from opt_einsum import contract
 
 from .linalg import relative_error
 from .tt import tt_svd
@@ -23,35 +28,52 @@ class TRResult:
     iterations: int
 
 
+RESTART_BELOW, ALWAYS_RESTART = 0.5, 1 << 16
+
+
 def tr_rebuild(cores: list[torch.Tensor]) -> torch.Tensor:
-    out = cores[0]
-    for core in cores[1:]:
-        out = torch.tensordot(out, core, dims=([-1], [0]))
-    return out.diagonal(dim1=0, dim2=-1).sum(-1)  # trace over the closing bond
+    d = len(cores)
+    modes, bonds = string.ascii_lowercase[:d], string.ascii_uppercase[:d]
+    terms = [f"{bonds[j]}{modes[j]}{bonds[(j + 1) % d]}" for j in range(d)]  # the ring closes on bond 0
+    return contract(f"{','.join(terms)}->{modes}", *cores, backend="torch")
 
 
-def _subchain(cores: list[torch.Tensor], k: int) -> torch.Tensor:
-    """Product of the cores after k, cyclically, up to k-1: shape [R_{k+1}, prod(other sizes), R_k]."""
+def _normal_equations(tensor: torch.Tensor, cores: list[torch.Tensor], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For core k: the Gram matrix G = Q^T Q [(R_k R_(k+1)), (R_k R_(k+1))] and B = X_(k) Q [I_k, R_k R_(k+1)]
+    of the subchain Q[b, m, a] (b = R_(k+1), a = R_k), columns ordered (a, b)."""
     d = len(cores)
     order = [(k + j) % d for j in range(1, d)]
-    out = cores[order[0]]
+    first = cores[order[0]]
+    gram = torch.einsum("piq,rit->prqt", first, first)  # [b, b', q, q']
     for j in order[1:]:
-        out = torch.tensordot(out, cores[j], dims=([-1], [0]))
-    return out.reshape(out.shape[0], -1, out.shape[-1])
+        gram = contract("prqt,qiu,tiv->pruv", gram, cores[j], cores[j], backend="torch")
+    # X Q in one contraction, in the order opt_einsum finds cheapest (largest modes first, typically)
+    modes, bonds = string.ascii_lowercase[:d], string.ascii_uppercase[:d]  # bond j joins cores j-1 and j
+    terms = [f"{bonds[j]}{modes[j]}{bonds[(j + 1) % d]}" for j in order]
+    y = contract(f"{modes},{','.join(terms)}->{modes[k]}{bonds[(k + 1) % d]}{bonds[k]}", tensor,
+                 *(cores[j] for j in order), backend="torch")
+    # y: [i_k, b, a]; gram: [b, b', a, a']
+    r_next, r_k = gram.shape[0], gram.shape[2]
+    g = gram.permute(2, 0, 3, 1).reshape(r_k * r_next, r_k * r_next)
+    b = y.permute(0, 2, 1).reshape(tensor.shape[k], r_k * r_next)
+    return g, b
 
 
 def tr_als(tensor: torch.Tensor, ranks: list[int], max_iter: int = 100, tol: float = 1e-10,
            seed: int = 0, init_noise: float = 0.1, restarts: int = 4) -> TRResult:
     """ranks: the d ring ranks [R_0, ..., R_{d-1}] (core k is [R_k, I_k, R_{k+1 mod d}]).
 
-    TR-ALS can stall in a local minimum, so up to `restarts` starts (the TT-SVD cores with growing
-    noise) are run and the best kept; an exact fit (error < 1e-9) ends the search early."""
+    TR-ALS can stall in a local minimum short of an exact fit, so up to `restarts` starts (the TT-SVD
+    cores with growing noise) are run and the best kept; an exact fit (error < 1e-9) ends the search.
+    A large tensor (over `ALWAYS_RESTART` entries) whose fit is poor (error above `RESTART_BELOW`: a
+    real kernel at a compressing rank) is not restarted: there restarts moved the error by well under
+    1% for 4x the time."""
     best = None
     for k in range(max(1, restarts)):
         result = _tr_als_once(tensor, ranks, max_iter, tol, seed + k, init_noise * (1 + 2 * k))
         if best is None or result.rel_error < best.rel_error:
             best = result
-        if best.rel_error < 1e-9:
+        if best.rel_error < 1e-9 or (tensor.numel() > ALWAYS_RESTART and best.rel_error > RESTART_BELOW):
             break
     return best
 
@@ -73,14 +95,11 @@ def _tr_als_once(tensor, ranks, max_iter, tol, seed, init_noise) -> TRResult:
     previous, it = None, 0
     for it in range(1, max_iter + 1):  # noqa: B007  (the count is reported)
         for k in range(d):
-            q = _subchain(cores, k)  # [R_{k+1}, M, R_k]
-            # X_(k) [I_k, M] ~ G_k(2) [I_k, R_k R_{k+1}] @ Q(2)^T, with Q(2) [M, R_k R_{k+1}]
-            perm = [k] + [(k + j) % d for j in range(1, d)]
-            x_k = tensor.permute(perm).reshape(tensor.shape[k], -1)
-            q2 = q.permute(1, 2, 0).reshape(q.shape[1], -1)  # [M, R_k * R_{k+1}]
-            sol = torch.linalg.lstsq(q2, x_k.T).solution if q2.device.type == "cpu" else \
-                torch.linalg.pinv(q2) @ x_k.T
-            cores[k] = sol.T.reshape(tensor.shape[k], q.shape[2], q.shape[0]).permute(1, 0, 2)
+            # X_(k) [I_k, M] ~ G_k(2) [I_k, R_k R_(k+1)] @ Q(2)^T: G_k(2) = X_(k) Q (Q^T Q)^+
+            gram, rhs = _normal_equations(tensor, cores, k)
+            sol = rhs @ torch.linalg.pinv(gram, hermitian=True)
+            r_k, r_next = cores[k].shape[0], cores[k].shape[2]
+            cores[k] = sol.reshape(tensor.shape[k], r_k, r_next).permute(1, 0, 2)
         residual = float(torch.linalg.vector_norm(tr_rebuild(cores) - tensor) / norm)
         if previous is not None and abs(previous - residual) < tol:
             break

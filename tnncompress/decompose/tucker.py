@@ -26,8 +26,9 @@ def tucker_rebuild(core: torch.Tensor, factors: dict[int, torch.Tensor]) -> torc
     return out
 
 
-def hooi(tensor: torch.Tensor, ranks: dict[int, int], max_iter: int = 100, tol: float = 1e-12,
+def hooi(tensor: torch.Tensor, ranks: dict[int, int], max_iter: int = 100, tol: float = 1e-7,
          seed: int = 0) -> TuckerResult:
+    """Stops after `max_iter` sweeps or when the error changes by less than `tol` relative to itself."""
     g = torch.Generator().manual_seed(seed)
     for mode, r in ranks.items():
         if r > tensor.shape[mode]:
@@ -48,7 +49,7 @@ def hooi(tensor: torch.Tensor, ranks: dict[int, int], max_iter: int = 100, tol: 
             core = mode_product(core, u.T, m)
         # with orthonormal factors, ||X - rebuild||^2 = ||X||^2 - ||core||^2
         residual = float((norm**2 - torch.linalg.vector_norm(core) ** 2).clamp_min(0).sqrt() / norm)
-        if previous is not None and abs(previous - residual) < tol:
+        if residual < 1e-13 or (previous is not None and abs(previous - residual) < tol * residual):
             break
         previous = residual
     return TuckerResult(core, factors, relative_error(tucker_rebuild(core, factors), tensor), it)

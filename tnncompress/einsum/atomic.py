@@ -81,20 +81,23 @@ def _classify(net: Network, merged: Subset, modes_a, modes_b, conv_a, conv_b):
 
 
 def _conv_call(net: Network, merged: Subset, modes_a, modes_b, spatial_a: list[str], spatial_b: list[str],
-               kernel_dims: Callable[[dict], list[int]], pads, strides, dilations, flip: bool, label: str,
-               kind: str) -> CompiledStep:
+               in_spatial: list[int], kernel_dims: Callable[[dict], list[int]], pads, strides, dilations, flip: bool,
+               label: str, kind: str) -> CompiledStep:
     """Shared machinery: the layout of one grouped convolution between a and b."""
     only_a, groups, summed, only_b = _classify(net, merged, modes_a, modes_b, spatial_a, spatial_b)
     perm_a = _permutation(modes_a, only_a + groups + summed + spatial_a)
     perm_b = _permutation(modes_b, groups + only_b + summed + spatial_b)
-    n_a = _prod(net.common[m] for m in only_a)
     n_g = _prod(net.common[m] for m in groups)
     n_k = _prod(net.common[m] for m in summed)
     n_b = _prod(net.common[m] for m in only_b)
-    in_shape = [n_a, n_g * n_k]
+    # Every size is fixed by the plan but the leading one, left to reshape (-1): it holds the batch, so
+    # a traced graph (ONNX export) keeps a dynamic batch axis and static sizes everywhere else.
+    in_shape = [-1, n_g * n_k, *in_spatial]
     w_shape = [n_g * n_b, n_k] + kernel_dims({})
     out_modes = tuple(only_a + groups + only_b + spatial_a)
     out_plain = [net.common[m] for m in only_a + groups + only_b]
+    if only_a:
+        out_plain[0] = -1
     out_spatial = [net.size(merged, c) for c in spatial_a]
     conv = _CONV[len(spatial_a)]
     symmetric = all(lo == hi for lo, hi in pads)
@@ -105,7 +108,7 @@ def _conv_call(net: Network, merged: Subset, modes_a, modes_b, spatial_a: list[s
     def run(ta: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
         if perm_a is not None:
             ta = ta.permute(perm_a)
-        x = ta.reshape(in_shape + list(ta.shape[len(ta.shape) - len(spatial_a):]))
+        x = ta.reshape(in_shape)
         if perm_b is not None:
             tb = tb.permute(perm_b)
         w = tb.reshape(w_shape)
@@ -133,8 +136,8 @@ def _signal_conv(net: Network, a: Subset, b: Subset, modes_a, modes_b) -> Compil
         dilations.append(net.geometry.dilation[c] if arriving else 1)
     kernel = [net.size(b, c) if c in spatial_b else 1 for c in spatial_a]
     label = f"{_term(modes_a)},{_term(modes_b)}->{{out}}|{_term(spatial_a)}"
-    return _conv_call(net, merged, modes_a, modes_b, spatial_a, spatial_b, lambda _: kernel, pads, strides,
-                      dilations, flip=False, label=label, kind="conv")
+    return _conv_call(net, merged, modes_a, modes_b, spatial_a, spatial_b, [net.size(a, c) for c in spatial_a],
+                      lambda _: kernel, pads, strides, dilations, flip=False, label=label, kind="conv")
 
 
 def _full_conv(net: Network, a: Subset, b: Subset, modes_a, modes_b, shared: list[str]) -> CompiledStep:
@@ -145,8 +148,8 @@ def _full_conv(net: Network, a: Subset, b: Subset, modes_a, modes_b, shared: lis
     pads = [(k - 1, k - 1) for k in kernel]
     label = f"{_term(modes_a)},{_term(modes_b)}->{{out}}|{_term(shared)} (full convolution)"
     return _conv_call(_LoneAsPlain(net, lone, a, b), merged, modes_a, modes_b, shared, shared,
-                      lambda _: kernel, pads, [1] * len(shared), [1] * len(shared), flip=True, label=label,
-                      kind="full-conv")
+                      [net.size(a, c) for c in shared], lambda _: kernel, pads, [1] * len(shared),
+                      [1] * len(shared), flip=True, label=label, kind="full-conv")
 
 
 class _LoneAsPlain:

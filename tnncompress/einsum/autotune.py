@@ -41,7 +41,8 @@ def median_seconds(fn, min_time: float = 0.1, max_reps: int = 25) -> float:
     return times[len(times) // 2]
 
 
-def _interleaved_medians(runs: dict, min_time: float = 0.2, max_rounds: int = 25) -> dict[str, float]:
+def interleaved_medians(runs: dict, min_time: float = 0.2, max_rounds: int = 25, min_rounds: int = 5
+                        ) -> dict[str, float]:
     """Median time of each candidate, timed round-robin so that the machine's drift (other processes,
     clock changes) hits every candidate alike instead of favouring whichever ran in a quiet moment."""
     for fn in runs.values():  # warm-up
@@ -49,7 +50,7 @@ def _interleaved_medians(runs: dict, min_time: float = 0.2, max_rounds: int = 25
     times = {name: [] for name in runs}
     start = time.perf_counter()
     rounds = 0
-    while rounds < 5 or (time.perf_counter() - start < min_time and rounds < max_rounds):
+    while rounds < min_rounds or (time.perf_counter() - start < min_time and rounds < max_rounds):
         for name, fn in runs.items():
             t0 = time.perf_counter()
             fn()
@@ -87,7 +88,7 @@ def fastest_path(expr, backward: bool, device, dtype) -> tuple[list[tuple[int, i
         plan = copy.copy(expr)  # each candidate compiled side by side, so they can be timed in turns
         plan._use_path(path)
         runs[name] = _runner(plan, operands, backward)
-    timings = _interleaved_medians(runs)
+    timings = interleaved_medians(runs)
     best = min(timings, key=timings.get)
     return candidates[best], timings
 

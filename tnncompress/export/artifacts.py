@@ -11,7 +11,6 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from .. import __version__
@@ -19,6 +18,7 @@ from ..errors import CheckpointError, UsageError
 from ..formats import KernelShape, Tensorization, TensorizedConv2d
 from ..io.arch import build_model, load_into, parse_arch
 from ..io.checkpoint import read_checkpoint, save_state_dict
+from .deploy import tensorized_inputs
 
 STRUCTURE_SCHEMA = 1
 WEIGHTS, STRUCTURE = "model.safetensors", "structure.json"
@@ -45,21 +45,7 @@ def write_compressed(directory: Path, model: nn.Module, arch: str, arch_kwargs: 
     if arch.startswith("pickled"):
         raise UsageError("a model loaded from a pickled module cannot be saved for load(): pass --arch "
                          "with a state-dict checkpoint instead")
-    inputs: dict[str, tuple] = {}
-
-    def record(name: str):
-        def hook(module, args) -> None:  # returns None: a pre-hook's return value replaces the arguments
-            inputs.setdefault(name, tuple(args[0].shape))
-        return hook
-
-    hooks = [m.register_forward_pre_hook(record(n)) for n, m in model.named_modules()
-             if isinstance(m, TensorizedConv2d)]
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_size, device=next(model.parameters()).device))
-    finally:
-        for h in hooks:
-            h.remove()
+    inputs = tensorized_inputs(model, input_size)
     layers = [layer_record(n, m, inputs.get(n)) for n, m in model.named_modules() if isinstance(m, TensorizedConv2d)]
     structure = {"schema": STRUCTURE_SCHEMA, "tnncompress_version": __version__, "arch": arch,
                  "arch_kwargs": arch_kwargs, "input_size": list(input_size), "layers": layers, **(metadata or {})}

@@ -81,6 +81,12 @@ class Format(ABC):
         """Ranks beyond which a factor gains nothing (none by default)."""
         return {}
 
+    def effective_ranks(self, shape: KernelShape, tz, ranks: Ranks) -> Ranks:
+        """The ranks the decomposition can actually have: each capped at its useful maximum (a format
+        whose ranks bound one another, such as a train, tightens this)."""
+        caps = self.rank_caps(shape, tz)
+        return {name: min(r, caps.get(name, r)) for name, r in ranks.items()}
+
     # --- derived, the same for every format -------------------------------------------------------------
 
     def normalise_ranks(self, shape: KernelShape, tz, ranks: Ranks) -> Ranks:
@@ -88,14 +94,29 @@ class Format(ABC):
         names = self.rank_names(tz)
         if set(ranks) != set(names):
             raise ValueError(f"format {self.name} needs ranks {names}, got {sorted(ranks)}")
-        caps = self.rank_caps(shape, tz)
-        out = {}
         for name in names:
             r = ranks[name]
             if not isinstance(r, int) or isinstance(r, bool) or r < 1:
                 raise ValueError(f"rank {name} must be a positive integer, got {r!r}")
-            out[name] = min(r, caps.get(name, r))
-        return out
+        return self.effective_ranks(shape, tz, {name: ranks[name] for name in names})
+
+    def fill_budget(self, shape: KernelShape, tz, ranks: Ranks, budget: int) -> Ranks:
+        """Spend what the format's rule left of `budget`: raise one rank at a time by one (the smallest
+        rank first, the cheapest on ties) while the factors still fit and the rank is below its cap.
+        Single-rank formats are unchanged: their rule already takes the largest rank that fits."""
+        ranks = dict(ranks)
+        while True:
+            best = None
+            for name, r in ranks.items():
+                trial = {**ranks, name: r + 1}
+                if self.effective_ranks(shape, tz, trial) != trial:  # at its cap: no gain
+                    continue
+                cost = self.params(shape, tz, trial)
+                if cost <= budget and (best is None or (r, cost) < best[0]):
+                    best = ((r, cost), trial)
+            if best is None:
+                return ranks
+            ranks = best[1]
 
     def channel_modes(self, tz: Tensorization | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if not self.reshaped:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..einsum import contract_expression
+from ..einsum.bound import BoundExpression
 from .base import Format, KernelShape, Ranks, get_format
 from .tensorize import Tensorization, tensorize
 
@@ -42,6 +43,7 @@ class TensorizedConv2d(nn.Module):
         sizes = self.format.sizes(shape, self.tensorization, self.ranks)
         _, in_modes = self.format.channel_modes(self.tensorization)
         self._in_view = ((shape.groups,) if shape.groups > 1 else ()) + tuple(sizes[m] for m in in_modes)
+        self.bound: BoundExpression | None = None  # set by freeze()
 
     @classmethod
     def from_layer(cls, layer: nn.Conv2d | nn.Linear, fmt: str | Format, ranks: Ranks,
@@ -85,6 +87,19 @@ class TensorizedConv2d(nn.Module):
             h, w, padding = h + sum(pads[0]), w + sum(pads[1]), 0
         return self._plan((batch, *self._in_view, h, w), padding)
 
+    def freeze(self, input_shape: tuple[int, ...]) -> None:
+        """The deployment form: the plan for `input_shape` with the weight-only steps done once (see
+        BoundExpression); the factors are dropped, so the layer can no longer be trained or saved."""
+        was_training = self.training
+        self.eval()
+        plan = self.plan_for(input_shape)
+        bound = BoundExpression(plan, list(self.factors))
+        self.train(was_training)
+        self.bound = bound
+        # Static spatial sizes (the plan is for them) keep shapes known to a tracer such as the ONNX exporter.
+        self._frozen_hw = (tuple(plan.shapes[0][-2:]), tuple(plan.output_shape[-2:]))
+        self.factors = nn.ParameterList()
+
     def _plan(self, x_shape: tuple[int, ...], padding):
         return contract_expression(self.expression, x_shape, *(tuple(p.shape) for p in self.factors),
                                    stride=self.stride, padding=padding, dilation=self.dilation,
@@ -109,14 +124,18 @@ class TensorizedConv2d(nn.Module):
             lead = x.shape[:-1]
             x = x.reshape(-1, x.shape[-1], 1, 1)
         x, padding = self._padded(x)
-        batch, _, h, w = x.shape
-        xt = x.reshape(batch, *self._in_view, h, w)
-        y = self._plan(tuple(xt.shape), padding)(xt, *self.factors)
-        y = y.reshape(batch, self.shape.out_channels, y.shape[-2], y.shape[-1])
+        if self.bound is not None:  # the deployment form: sizes fixed but the batch
+            in_hw, out_hw = self._frozen_hw
+            y = self.bound(x.reshape(-1, *self._in_view, *in_hw)).reshape(-1, self.shape.out_channels, *out_hw)
+        else:
+            batch, _, h, w = x.shape
+            xt = x.reshape(batch, *self._in_view, h, w)
+            y = self._plan(tuple(xt.shape), padding)(xt, *self.factors)
+            y = y.reshape(batch, self.shape.out_channels, y.shape[-2], y.shape[-1])
         if self.bias is not None:
             y = y + self.bias[:, None, None]
         if self.linear:
-            y = y.reshape(*lead, self.shape.out_channels)
+            y = y.reshape(-1, self.shape.out_channels) if len(lead) == 1 else y.reshape(*lead, self.shape.out_channels)
         return y
 
     def extra_repr(self) -> str:

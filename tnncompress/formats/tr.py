@@ -27,6 +27,23 @@ class TR(Format):
         t, s, kh, kw = dims
         return (s, kh, kw, t)
 
+    def effective_ranks(self, shape: KernelShape, tz, ranks):
+        """Core k is R_k x n_k x R_(k+1): a bond rank above R_k n_k (or n_k R_(k+1) on the other side)
+        adds parameters and nothing else, so ranks are tightened around the ring until they settle."""
+        n = self._ring_shape((shape.t, shape.in_channels, shape.kh, shape.kw), tz)
+        names = self.rank_names(tz)
+        r = [ranks[name] for name in names]
+        d = len(r)
+        changed = True
+        while changed:
+            changed = False
+            for k in range(d):
+                nxt = (k + 1) % d
+                bounded = min(r[nxt], r[k] * n[k]), min(r[k], n[k] * r[nxt])
+                if bounded != (r[nxt], r[k]):
+                    r[nxt], r[k], changed = bounded[0], bounded[1], True
+        return dict(zip(names, r, strict=True))
+
     def ranks_for_budget(self, shape: KernelShape, tz, budget):
         dims = (shape.t, shape.in_channels, shape.kh, shape.kw)
         top = max(self._ring_shape(dims, tz))

@@ -32,6 +32,17 @@ class TT(Format):
         caps = max_tt_ranks(self._train_shape(_dims(shape), tz))
         return dict(zip(self.rank_names(tz), caps, strict=True))
 
+    def effective_ranks(self, shape: KernelShape, tz, ranks):
+        """Bond k joins modes n_k and n_(k+1): TT-SVD gives it at most r_(k-1) n_k and n_(k+1) r_(k+1)."""
+        dims = self._train_shape(_dims(shape), tz)
+        names = self.rank_names(tz)
+        full = [1, *(min(ranks[n], cap) for n, cap in zip(names, max_tt_ranks(dims), strict=True)), 1]
+        for k in range(1, len(full) - 1):
+            full[k] = min(full[k], full[k - 1] * dims[k - 1])
+        for k in range(len(full) - 2, 0, -1):
+            full[k] = min(full[k], dims[k] * full[k + 1])
+        return dict(zip(names, full[1:-1], strict=True))
+
     def _ranks(self, shape, tz, r: int) -> dict[str, int]:
         return {name: min(r, cap) for name, cap in self.rank_caps(shape, tz).items()}
 

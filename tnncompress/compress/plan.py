@@ -1,0 +1,90 @@
+"""The whole model's plan: for every selected layer, its format and ranks.
+
+By default every selected layer gets `--format` with the ranks that meet `--rate`. A ranks file
+overrides that per layer, for hand-tuned or mixed-format runs:
+
+    # ranks.yaml: keys are layer names or glob patterns ("layer3.*"), as for --include
+    layers:
+      layer1.0.conv1: {format: mcp, ranks: {r: 12}}
+      "layer3.*": {format: tt}            # this format, ranks from --rate
+      layer4.1.conv2: {ranks: {r: 40}}    # --format, these ranks
+
+A run's own report.json is also a ranks file: its compressed layers, with their formats and ranks,
+are applied as they are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from torch import nn
+
+from ..errors import UsageError
+from ..formats import get_format, list_formats, tensorize
+from .ranks import LayerPlan, kernel_shape, plan_layer
+from .select import LayerChoice, matches_pattern
+
+_ENTRY_KEYS = {"format", "ranks"}
+
+
+def read_ranks_file(path: str | Path) -> dict[str, dict]:
+    """pattern -> {"format": str | None, "ranks": dict | None}, validated for form (not yet for the model)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"ranks file not found: {path}")
+    try:
+        doc = yaml.safe_load(path.read_text())  # YAML reads JSON too
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: not valid YAML or JSON ({str(exc).splitlines()[0]})") from None
+    layers = doc.get("layers") if isinstance(doc, dict) else None
+    if isinstance(layers, list):  # a report.json: its compressed layers
+        layers = {r["name"]: {"format": r["format"], "ranks": r["ranks"]} for r in layers
+                  if isinstance(r, dict) and r.get("status") == "compressed"}
+    if not isinstance(layers, dict) or not layers:
+        raise UsageError(f"{path}: expected a mapping `layers: {{layer name or pattern: {{format, ranks}}}}`")
+    entries = {}
+    for key, entry in layers.items():
+        if not isinstance(entry, dict) or not set(entry) <= _ENTRY_KEYS or not entry:
+            raise UsageError(f"{path}: layer {key!r}: expected {{format: NAME, ranks: {{name: int}}}}, got {entry!r}")
+        fmt = entry.get("format")
+        if fmt is not None and fmt not in list_formats():
+            raise UsageError(f"{path}: layer {key!r}: unknown format {fmt!r}; known: {', '.join(list_formats())}")
+        ranks = entry.get("ranks")
+        if ranks is not None and (not isinstance(ranks, dict)
+                                  or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                             for v in ranks.values())):
+            raise UsageError(f"{path}: layer {key!r}: ranks must map rank names to positive integers, got {ranks!r}")
+        entries[str(key)] = {"format": fmt, "ranks": ranks}
+    return entries
+
+
+def plan_model(model: nn.Module, choices: list[LayerChoice], fmt: str, rate: float | None, rate_by: str = "params",
+               modes: int = 3, ranks_file: str | Path | None = None) -> list[LayerPlan]:
+    """One plan per layer chosen for compression (in model order)."""
+    entries = read_ranks_file(ranks_file) if ranks_file else {}
+    selected = [c for c in choices if c.status == "compress"]
+    for key in entries:
+        if not any(matches_pattern(key, c.info.name) for c in selected):
+            others = [c for c in choices if matches_pattern(key, c.info.name)]
+            why = (f"it names {others[0].info.name}, which is {others[0].status}: {others[0].reason}" if others
+                   else "no conv or linear layer has that name")
+            raise UsageError(f"ranks file entry {key!r} matches no layer selected for compression ({why})")
+    plans = []
+    for choice in selected:
+        entry = next((e for k, e in entries.items() if matches_pattern(k, choice.info.name)), {})
+        layer_fmt = entry.get("format") or fmt
+        ranks = entry.get("ranks")
+        if ranks is None and rate is None:
+            raise UsageError(f"layer {choice.info.name}: no ranks in the ranks file and no --rate to choose them")
+        module = model.get_submodule(choice.info.name)
+        if ranks is not None:
+            shape, format_ = kernel_shape(module), get_format(layer_fmt)
+            names = format_.rank_names(tensorize(shape.t, shape.in_channels, modes) if format_.reshaped else None)
+            if set(ranks) != set(names):
+                raise UsageError(f"ranks file: layer {choice.info.name} ({layer_fmt}) needs ranks "
+                                 f"{', '.join(names)}, got {', '.join(sorted(ranks)) or 'none'}")
+        plans.append(plan_layer(module, choice.info, layer_fmt, rate, rate_by,
+                                ranks=ranks, modes=modes))
+    return plans
+
