@@ -34,5 +34,8 @@ def test_every_format_on_torchvision_resnet18(tmp_path, resnet18_checkpoint, fmt
     report = check_output(result.directory, result.model, (3, 32, 32), rate)
     # large layers leave the integer ranks little slack: the whole rate lands within [0.9 r, r]
     assert 0.9 * rate <= report["params"]["compressible_rate"] <= rate
-    # all but conv1 and fc (the 1x1 shortcuts included); svd cannot fit one 1x1 shortcut at 2%
-    assert report["layers_compressed"] == (18 if fmt == "svd" else 19)
+    # all but conv1 and fc are candidates (the 1x1 shortcuts included); a candidate whose rank 1 exceeds
+    # the budget (the 64->128 shortcut at 2% for svd and cp) stays dense, and says so
+    skipped = [r for r in report["layers"] if r["status"] == "skipped"]
+    assert report["layers_compressed"] + len(skipped) == 19 and len(skipped) <= 1
+    assert all(r["reason"].startswith("even rank 1 needs") for r in skipped)

@@ -28,7 +28,7 @@ class TRResult:
     iterations: int
 
 
-RESTART_BELOW, ALWAYS_RESTART = 0.5, 1 << 16
+RESTART_BELOW, ALWAYS_RESTART = 0.5, 4096
 
 
 def tr_rebuild(cores: list[torch.Tensor]) -> torch.Tensor:
