@@ -1,7 +1,8 @@
 """The RESULTS.md table: accuracy after Layer-Decomp alone, per format and rate, on a teacher checkpoint.
 
-    python scripts/layer_decomp_table.py --checkpoint tnncompress/models/checkpoints/resnet32_fashion_mnist.safetensors \
-        --data fashion-mnist --rates 0.05 0.1 0.2 --out benchmarks/results/layer_decomp_resnet32.json
+    python scripts/layer_decomp_table.py \
+        --checkpoint tnncompress/models/checkpoints/resnet32_fashion_mnist.safetensors --data fashion-mnist \
+        --rates 0.05 0.1 0.2 --out benchmarks/results/layer_decomp_resnet32.json
 
 Each cell is one `tnncompress run` (the library call behind the CLI) with --no-latency; the JSON keeps,
 per run, the accuracy, the parameter rate and the per-layer reconstruction errors; the script prints
