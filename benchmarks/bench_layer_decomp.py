@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--formats", nargs="+", default=list(FORMATS))
     ap.add_argument("--impls", nargs="+", default=["ours", "tensorly"])
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per format and implementation")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(*args.one)))
@@ -107,9 +108,12 @@ def main() -> None:
         for impl in args.impls:
             if any(r["format"] == fmt and r["impl"] == impl for r in rows):
                 continue  # resume
-            done = subprocess.run([sys.executable, __file__, "--one", fmt, impl], capture_output=True, text=True,
-                                  check=True)
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            try:
+                done = subprocess.run([sys.executable, __file__, "--one", fmt, impl], capture_output=True,
+                                      text=True, check=True, timeout=args.timeout)
+                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            except subprocess.TimeoutExpired:
+                rows.append({"format": fmt, "impl": impl, "timed_out": True, "seconds": args.timeout})
             print(json.dumps(rows[-1]), flush=True)
             if args.out:
                 args.out.write_text(json.dumps({"machine": machine(), "date": today(), "rate": RATE,
@@ -121,7 +125,11 @@ def main() -> None:
     for fmt in args.formats:
         o = next((r for r in rows if r["format"] == fmt and r["impl"] == "ours"), None)
         t = next((r for r in rows if r["format"] == fmt and r["impl"] == "tensorly"), None)
-        if o and t:
+        if o and t and t.get("timed_out"):
+            print(f"| `{fmt}` | {o['layers']} | {o['seconds']:.1f} | > {t['seconds']:.0f} (stopped) | "
+                  f"> {t['seconds'] / o['seconds']:.1f} | {o['mean_rel_error']:.4f} / - | "
+                  f"{o['peak_rss_above_baseline_mb']:.0f} / - |")
+        elif o and t:
             print(f"| `{fmt}` | {o['layers']} | {o['seconds']:.1f} | {t['seconds']:.1f} | "
                   f"{t['seconds'] / o['seconds']:.2f} | {o['mean_rel_error']:.4f} / {t['mean_rel_error']:.4f} | "
                   f"{o['peak_rss_above_baseline_mb']:.0f} / {t['peak_rss_above_baseline_mb']:.0f} |")
