@@ -95,8 +95,9 @@ def run(
 
 def _render(report: dict, directory) -> None:
     p, f, acc = report["params"], report["flops"], report["accuracy"]
-    table = Table(title=f"{report['format']} at rate {report['target_rate']} ({report['rate_by']}): "
-                        f"{report['layers_compressed']} layers compressed")
+    target = (f"rate {report['target_rate']} ({report['rate_by']})" if report["target_rate"] is not None
+              else "ranks from the ranks file")
+    table = Table(title=f"{report['format']} at {target}: {report['layers_compressed']} layers compressed")
     for col in ("", "original", "compressed", "ratio"):
         table.add_column(col, justify="right")
     table.add_row("parameters", f"{p['original']:,}", f"{p['compressed']:,}", f"{p['rate']:.4f}")
