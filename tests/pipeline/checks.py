@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from tnncompress import load
@@ -45,15 +46,9 @@ def check_output(directory: Path, model: torch.nn.Module, input_size, rate: floa
         assert 0 <= row["rel_error"] <= 1.0 + 1e-9
         _check_ranks_are_largest(row, next(s for s in structure["layers"] if s["name"] == row["name"]), rate)
     rate_seen = report["params"]["compressible_compressed"] / report["params"]["compressible_original"]
-    assert rate_seen == pytest_approx(report["params"]["compressible_rate"])
+    assert rate_seen == pytest.approx(report["params"]["compressible_rate"], rel=1e-12)
     assert rate_seen <= rate
     return report
-
-
-def pytest_approx(value):
-    import pytest
-
-    return pytest.approx(value, rel=1e-12)
 
 
 def _check_ranks_are_largest(row: dict, record: dict, rate: float) -> None:
