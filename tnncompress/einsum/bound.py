@@ -49,7 +49,6 @@ class BoundExpression(nn.Module):
         self._reduce_input = expr._reductions.get(0)
         self._prepare_signal = expr._prepare_signal
         self._final_perm = expr._final_perm
-        self.flops = expr.flops
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = {n: getattr(self, f"node{n}") for n in self._constants}

@@ -51,12 +51,10 @@ def operator_counts(graph: bytes) -> dict[str, int]:
                         for n in model.graph.node))
 
 
-def session(graph: bytes, threads: int | None = None):
+def session(graph: bytes):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
     options.log_severity_level = 3
     return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
