@@ -24,6 +24,15 @@ EXAMPLES = """Examples:
 
   tnncompress run --recipe out/recipe.yaml --set rate=0.02 --set out=out2   # repeat, with changes
 
+  tnncompress run resnet32.safetensors --format mcp --rate 0.1 --data fashion-mnist --kd seq --kd-epochs 4
+
+  tnncompress run model.pt -f cp -r 0.1 -d cifar10:~/data --kd e2e --kd-loss kl --kd-ce-weight 0.5 --kd-steps 5000
+
+  torchrun --nproc-per-node 4 $(which tnncompress) run model.pt -f mtt -r 0.05 -d cifar10:~/data --kd seq
+
+An interrupted distillation keeps its checkpoint next to the output directory: rerun the same command
+with --resume to continue it.
+
 Writes DIR/model.safetensors + structure.json (tnncompress.load(DIR)), model.onnx, report.json,
 report.md and recipe.yaml. Exit codes: 0 done, 1 run-time failure, 2 bad input, 3 the ONNX export does
 not reproduce the model, 130 interrupted.
@@ -54,7 +63,31 @@ def run(
     data: Annotated[str | None, _opt("--data", "-d", help="Dataset spec to evaluate on (fashion-mnist, "
                                      "cifar10:DIR, imagefolder:DIR, ...); none: no accuracy.")] = None,
     eval_limit: Annotated[int | None, _opt("--eval-limit", help="Evaluate on the first N test samples.")] = None,
-    kd: Annotated[str | None, _opt("--kd", help="Knowledge distillation after Layer-Decomp: none.")] = None,
+    kd: Annotated[str | None, _opt("--kd", help="Knowledge distillation after Layer-Decomp: seq (Seq-KD), e2e "
+                                   "(E2E-KD) or none [default: none]; needs --data.")] = None,
+    seq_unit: Annotated[str | None, _opt("--seq-unit", help="Seq-KD unit: layer (+ its norm) or block "
+                                         "[default: layer].")] = None,
+    kd_steps: Annotated[int | None, _opt("--kd-steps", help="Budget of gradient updates (Seq-KD: shared "
+                                         "evenly by the units).")] = None,
+    kd_epochs: Annotated[float | None, _opt("--kd-epochs", help="Budget as passes over the training set "
+                                            "[default: 2].")] = None,
+    kd_finetune_steps: Annotated[int | None, _opt("--kd-finetune-steps", help="Seq-KD: end-to-end updates on "
+                                                  "the logits after the last unit [default: 0].")] = None,
+    kd_lr: Annotated[float | None, _opt("--kd-lr", help="Adam learning rate [default: 1e-3].")] = None,
+    kd_decay_at: Annotated[list[float] | None, _opt("--kd-decay-at", help="Multiply the learning rate by 0.1 at "
+                                                    "this fraction of each phase; repeatable [default: 0.5, "
+                                                    "0.75].")] = None,
+    kd_loss: Annotated[str | None, _opt("--kd-loss", help="Logit loss: mse or kl [default: mse].")] = None,
+    kd_temperature: Annotated[float | None, _opt("--kd-temperature", help="Temperature of --kd-loss kl "
+                                                 "[default: 4].")] = None,
+    kd_ce_weight: Annotated[float | None, _opt("--kd-ce-weight", help="Weight of cross-entropy on the labels "
+                                               "in the logit loss, in [0, 1] [default: 0].")] = None,
+    kd_batch_size: Annotated[int | None, _opt("--kd-batch-size", help="Training batch (global under torchrun) "
+                                              "[default: 128].")] = None,
+    kd_eval_limit: Annotated[int | None, _opt("--kd-eval-limit", help="Test samples behind each point of the "
+                                              "accuracy curve [default: 2000].")] = None,
+    workers: Annotated[int | None, _opt("--workers", help="Data-loading workers [default: 2].")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted distillation.")] = False,
     out_dir: Annotated[str | None, _opt("--out", "-o", help="Output directory [default: CHECKPOINT-FORMAT-RATE].")
                        ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
@@ -77,17 +110,23 @@ def run(
     seed: Annotated[int | None, _opt("--seed", help="Seed of the decompositions [default: 0].")] = None,
     json: JsonOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = 0, debug: DebugOpt = False,
 ) -> None:
-    """Compress a CNN into a tensorial network: Layer-Decomp to a target rate, ONNX export, report."""
+    """Compress a CNN into a tensorial network: Layer-Decomp to a target rate, distillation, ONNX, report."""
     options = {"checkpoint": checkpoint, "format": format, "rate": rate, "rate_by": rate_by, "ranks": ranks,
                "include": include or None, "exclude": exclude or None, "modes": modes, "data": data,
-               "eval_limit": eval_limit, "kd": kd, "out": out_dir, "arch": arch, "input_size": input_size,
+               "eval_limit": eval_limit, "kd": kd, "seq_unit": seq_unit,
+               "kd_steps": kd_steps, "kd_epochs": kd_epochs, "kd_finetune_steps": kd_finetune_steps, "kd_lr": kd_lr,
+               "kd_decay_at": kd_decay_at or None, "kd_loss": kd_loss, "kd_temperature": kd_temperature,
+               "kd_ce_weight": kd_ce_weight, "kd_batch_size": kd_batch_size, "kd_eval_limit": kd_eval_limit,
+               "workers": workers, "out": out_dir, "arch": arch, "input_size": input_size,
                "trust_checkpoint": trust_checkpoint, "device": device, "onnx": onnx, "deploy_form": deploy_form,
                "deploy_batch": deploy_batch, "latency": latency, "seed": seed}
     resolved = resolve(recipe, options, set_ or [])
     session = start(json, quiet, verbose, debug, resolved.seed)
-    result = run_pipeline(resolved, force=force, say=lambda m: say(session, m),
+    result = run_pipeline(resolved, force=force, resume=resume, say=lambda m: say(session, m),
                           show_progress=not (quiet or json))
     report = result.report
+    if not report:  # another torchrun process than rank 0: rank 0 reports
+        return
     for warning in report["warnings"]:
         err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     session.result({"directory": str(result.directory), **report}, lambda: _render(report, result.directory))
@@ -107,6 +146,10 @@ def _render(report: dict, directory) -> None:
     table.add_row("FLOPs / sample", f"{f['original']:,}", f"{f['compressed']:,}",
                   f"{f['compressed'] / max(f['original'], 1):.4f}")
     if acc["original"] is not None:
+        if report.get("distillation"):
+            d = report["distillation"]
+            table.add_row(f"top-1 after Layer-Decomp ({d['curve'][0].get('samples')} samples)", "",
+                          f"{100 * acc['layer_decomp']:.2f}%", "")
         table.add_row(f"top-1 ({acc['samples']} samples)", f"{100 * acc['original']:.2f}%",
                       f"{100 * acc['compressed']:.2f}%", "")
     for runtime in ("pytorch_cpu", "onnxruntime_cpu", "pytorch_cuda"):

@@ -16,7 +16,9 @@ RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_bundled_recipes_validate(path):
     values = read_recipe(path)
-    values.setdefault("checkpoint", "model.pt")  # templates take it from the command line
+    values.setdefault("checkpoint", "model.pt")  # templates take these from the command line
+    if values.get("kd", "none") != "none":
+        values.setdefault("data", "cifar10:/data")
     Recipe(**values).check()
 
 

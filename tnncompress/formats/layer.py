@@ -7,7 +7,9 @@ exactly, and evaluates the factors with conv_einsum (planned once per input shap
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -100,10 +102,12 @@ class TensorizedConv2d(nn.Module):
         self._frozen_hw = (tuple(plan.shapes[0][-2:]), tuple(plan.output_shape[-2:]))
         self.factors = nn.ParameterList()
 
-    def _plan(self, x_shape: tuple[int, ...], padding):
+    def _plan(self, x_shape: tuple[int, ...], padding, backward: bool | None = None):
+        if backward is None:
+            backward = self.training and torch.is_grad_enabled()
         return contract_expression(self.expression, x_shape, *(tuple(p.shape) for p in self.factors),
                                    stride=self.stride, padding=padding, dilation=self.dilation,
-                                   optimize=self.optimize, backward=self.training and torch.is_grad_enabled(),
+                                   optimize=self.optimize, backward=backward,
                                    device=self.factors[0].device, dtype=self.factors[0].dtype)
 
     def _padded(self, x: torch.Tensor):
@@ -130,7 +134,9 @@ class TensorizedConv2d(nn.Module):
         else:
             batch, _, h, w = x.shape
             xt = x.reshape(batch, *self._in_view, h, w)
-            y = self._plan(tuple(xt.shape), padding)(xt, *self.factors)
+            # plan for the backward pass whenever one will follow (also in eval mode, as in distillation)
+            backward = torch.is_grad_enabled() and (xt.requires_grad or any(p.requires_grad for p in self.factors))
+            y = self._plan(tuple(xt.shape), padding, backward)(xt, *self.factors)
             y = y.reshape(batch, self.shape.out_channels, y.shape[-2], y.shape[-1])
         if self.bias is not None:
             y = y + self.bias[:, None, None]
@@ -144,3 +150,18 @@ class TensorizedConv2d(nn.Module):
         return (f"format={self.format.name}, shape={tuple(vars(self.shape).values())}, ranks={self.ranks}{tz}, "
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
                 f"bias={self.bias is not None}, linear={self.linear}")
+
+
+@contextlib.contextmanager
+def planned(model: nn.Module, optimize: str) -> Iterator[None]:
+    """Every TensorizedConv2d of `model` plans with `optimize` ("measure": timed candidates, which
+    include rebuilding the dense kernel) inside the block, and as before after it."""
+    layers = [m for m in model.modules() if isinstance(m, TensorizedConv2d)]
+    before = [m.optimize for m in layers]
+    for m in layers:
+        m.optimize = optimize
+    try:
+        yield
+    finally:
+        for m, o in zip(layers, before, strict=True):
+            m.optimize = o

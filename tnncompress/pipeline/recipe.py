@@ -18,7 +18,7 @@ import yaml
 from ..errors import UsageError
 
 RECIPE_VERSION = 1
-KD_MODES = ("none",)  # distillation modes this version knows
+KD_MODES = ("none", "seq", "e2e")  # no distillation, Seq-KD, E2E-KD
 
 
 @dataclass
@@ -38,6 +38,21 @@ class Recipe:
     eval_limit: int | None = None
     batch_size: int = 256
     kd: str = "none"
+    seq_unit: str = "layer"  # Seq-KD unit: one compressed layer (+ its norm) or one residual block
+    kd_steps: int | None = None  # budget of gradient updates (Seq-KD: shared by the units)
+    kd_epochs: float | None = None  # ... or as passes over the training set (default 2 when neither)
+    kd_finetune_steps: int = 0  # Seq-KD: end-to-end updates on the logits after the last unit
+    kd_lr: float = 1e-3
+    kd_decay_at: list[float] = field(default_factory=lambda: [0.5, 0.75])  # lr x0.1 at these fractions
+    kd_loss: str = "mse"  # on the logits: mse, or kl (at kd_temperature)
+    kd_temperature: float = 4.0
+    kd_ce_weight: float = 0.0  # weight of cross-entropy on the labels, mixed into the logit loss
+    kd_batch_size: int = 128
+    kd_augment: bool = True
+    kd_eval_limit: int | None = 2000  # test samples behind each point of the accuracy curve
+    kd_plan: str = "measure"  # conv_einsum plans while training: measure (timed) or optimal (FLOPs)
+    kd_checkpoint_every: int | None = None  # steps between checkpoints in a phase (default: an epoch)
+    workers: int = 2  # data-loading workers (folder datasets)
     out: str | None = None
     seed: int = 0
     device: str = "auto"
@@ -55,6 +70,7 @@ class Recipe:
     def check(self) -> Recipe:
         """Validate the values (not only their types); returns self."""
         from ..compress import RATE_BY
+        from ..distill import LOSSES, PLANS, SEQ_UNITS
         from ..export.deploy import FORMS
         from ..formats import list_formats
 
@@ -67,10 +83,25 @@ class Recipe:
         if self.format not in list_formats():
             raise UsageError(f"unknown format {self.format!r}; known: {', '.join(list_formats())}")
         for name, value, allowed in (("rate_by", self.rate_by, RATE_BY), ("kd", self.kd, KD_MODES),
-                                     ("deploy_form", self.deploy_form, FORMS)):
+                                     ("deploy_form", self.deploy_form, FORMS), ("seq_unit", self.seq_unit, SEQ_UNITS),
+                                     ("kd_loss", self.kd_loss, LOSSES), ("kd_plan", self.kd_plan, PLANS)):
             if value not in allowed:
                 raise UsageError(f"{name} {value!r}: use one of {', '.join(allowed)}")
-        for name in ("modes", "batch_size", "deploy_batch"):
+        if self.kd != "none" and self.data is None:
+            raise UsageError(f"--kd {self.kd} needs --data: the training split is what the student learns from")
+        for name in ("kd_steps", "kd_eval_limit", "kd_checkpoint_every"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("kd_epochs", "kd_lr", "kd_temperature"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise UsageError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.kd_ce_weight <= 1:
+            raise UsageError(f"kd_ce_weight must be in [0, 1], got {self.kd_ce_weight}")
+        if any(not 0 < f < 1 for f in self.kd_decay_at):
+            raise UsageError(f"kd_decay_at: fractions of a phase in (0, 1), got {self.kd_decay_at}")
+        if self.kd_finetune_steps < 0 or self.workers < 0:
+            raise UsageError("kd_finetune_steps and workers cannot be negative")
+        for name in ("modes", "batch_size", "deploy_batch", "kd_batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.eval_limit is not None and self.eval_limit < 1:
@@ -81,6 +112,21 @@ class Recipe:
 
 
 _FIELDS = {f.name: f for f in fields(Recipe)}
+# Keys that change how a run executes but not what it computes: a resumed run may change them.
+EXECUTION_KEYS = ("device", "workers", "onnx", "deploy_form", "deploy_batch", "latency", "latency_batches",
+                  "eval_limit", "batch_size")
+
+
+def distill_config(recipe: Recipe):
+    """The distillation stage's configuration from a recipe's kd_* keys."""
+    from ..distill import DistillConfig
+
+    return DistillConfig(algorithm=recipe.kd, seq_unit=recipe.seq_unit, steps=recipe.kd_steps,
+                         epochs=recipe.kd_epochs, finetune_steps=recipe.kd_finetune_steps, lr=recipe.kd_lr,
+                         decay_at=list(recipe.kd_decay_at), loss=recipe.kd_loss, temperature=recipe.kd_temperature,
+                         ce_weight=recipe.kd_ce_weight, batch_size=recipe.kd_batch_size, augment=recipe.kd_augment,
+                         eval_limit=recipe.kd_eval_limit, workers=recipe.workers, seed=recipe.seed,
+                         plan=recipe.kd_plan, checkpoint_every=recipe.kd_checkpoint_every)
 
 
 def _check_type(key: str, value) -> object:
@@ -93,6 +139,8 @@ def _check_type(key: str, value) -> object:
         origin = typing.get_origin(t) or t
         if origin is list and isinstance(value, list):
             (item,) = typing.get_args(t)
+            if item is float and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+                return [float(v) for v in value]
             if all(isinstance(v, item) and not isinstance(v, bool) or (item is bool and isinstance(v, bool))
                    for v in value):
                 return list(value)

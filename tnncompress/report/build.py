@@ -46,7 +46,8 @@ def layer_rows(choices: list[LayerChoice], plans: list[LayerPlan], results: list
 
 
 def build_report(*, recipe: dict, loaded, original: nn.Module, compressed: nn.Module, rows: list[dict],
-                 accuracy: dict, latency: dict | None, onnx: dict, seconds: dict, warnings: list[str]) -> dict:
+                 accuracy: dict, latency: dict | None, onnx: dict, seconds: dict, warnings: list[str],
+                 distillation: dict | None = None) -> dict:
     done = [r for r in rows if r["status"] == "compressed"]
     comp_orig = sum(r["params_original"] for r in done)
     comp_new = sum(r["params_compressed"] for r in done)
@@ -71,6 +72,7 @@ def build_report(*, recipe: dict, loaded, original: nn.Module, compressed: nn.Mo
         "layers_compressed": len(done),
         "latency": latency,
         "accuracy": accuracy,
+        "distillation": distillation,
         "onnx": onnx,
         "seconds": seconds,
         "warnings": warnings,

@@ -20,6 +20,23 @@ def _ranks(r: dict | None) -> str:
     return "-" if not r else " ".join(f"{k}={v}" for k, v in r.items())
 
 
+def _distillation(d: dict, acc: dict) -> list[str]:
+    name = {"seq": "Seq-KD", "e2e": "E2E-KD"}[d["algorithm"]]
+    b = d["budget"]
+    lines = ["", f"## Distillation ({name})", "",
+             f"{d['updates']} gradient updates of batch {b['batch_size']} ({b['epochs']:.2f} epochs of "
+             f"{d['train']['source']}, {d['train']['samples']} samples) on {d['device']}"
+             + (f", {d['world_size']} processes" if d["world_size"] > 1 else "") + "; Layer-Decomp alone: "
+             f"{_pct(acc.get('layer_decomp'))}, after distillation: {_pct(acc.get('compressed'))}.", "",
+             "| after | updates | top-1 (curve samples) |", "|---|---:|---:|"]
+    lines += [f"| {p['after']} | {p['updates']} | {_pct(p['top1'])} |" for p in d["curve"]]
+    lines += ["", "| phase | steps | trained params | first loss | mean loss | images/s | lr reductions |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {u['phase']} | {u['steps']} | {_num(u['trained_params'])} | {u['first_loss'] or 0:.4g} | "
+              f"{u['mean_loss']:.4g} | {u['images_per_s']:.0f} | {u['lr_reductions']} |" for u in d["units"]]
+    return lines
+
+
 def render_markdown(report: dict) -> str:
     p, f, acc = report["params"], report["flops"], report["accuracy"]
     target = report["target_rate"]
@@ -41,6 +58,8 @@ def render_markdown(report: dict) -> str:
     if acc.get("original") is not None:
         lines.append(f"| top-1 accuracy ({acc['data']}, {acc['samples']} samples) | {_pct(acc['original'])} | "
                      f"{_pct(acc['compressed'])} | |")
+    if report.get("distillation"):
+        lines += _distillation(report["distillation"], acc)
     if report.get("latency"):
         lines += ["", "## Latency", "", f"Median milliseconds per batch, {report['latency']['threads']} threads.", "",
                   "| runtime | batch | original | compressed | speed-up |", "|---|---:|---:|---:|---:|"]

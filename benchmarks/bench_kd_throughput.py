@@ -1,0 +1,119 @@
+"""Benchmark: training throughput (images/s) of a Seq-KD step and an E2E-KD step against fine-tuning
+the dense teacher, on the reference ResNet-32 (Fashion-MNIST input, 1x28x28).
+
+Each step is the real one (tnncompress.distill's phases: forward, loss, backward, Adam update) on a
+fixed batch. "dense fine-tune" is the teacher trained on cross-entropy with all its parameters; "E2E-KD"
+is the teacher's no-grad forward plus the student's forward and backward; "Seq-KD" is the mean over all
+units of one unit's step (the teacher's and the student's forward up to the unit, then the unit's
+forward and backward). Candidates are timed round-robin (medians), so ratios come from one run.
+
+    python benchmarks/bench_kd_throughput.py --formats mcp cp mtt --rate 0.1 --batch 128 \
+        --out benchmarks/results/kd_throughput_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import machine, today  # noqa: E402
+from tnncompress.compress import compress_model, plan_model, select_layers  # noqa: E402
+from tnncompress.distill import Context, DistillConfig, find_units  # noqa: E402
+from tnncompress.distill.distil import _build_phase  # noqa: E402
+from tnncompress.einsum.autotune import interleaved_medians  # noqa: E402
+from tnncompress.formats import TensorizedConv2d  # noqa: E402
+from tnncompress.io import load_model  # noqa: E402
+
+TEACHER = Path(__file__).resolve().parents[1] / "tnncompress/models/checkpoints/resnet32_fashion_mnist.safetensors"
+
+
+def stepper(phase):
+    optimizer = torch.optim.Adam(phase.params, lr=1e-4)
+
+    def step(x, y):
+        loss = phase.loss(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--formats", nargs="+", default=["mcp", "cp", "mtt"])
+    ap.add_argument("--rate", type=float, default=0.1)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    ctx = Context(device=args.device)
+    teacher = load_model(str(TEACHER)).model.eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch, 1, 28, 28, generator=g).to(args.device)
+    y = torch.randint(0, 10, (args.batch,), generator=g).to(args.device)
+    dense = load_model(str(TEACHER)).model.to(args.device).train()
+    dense_opt = torch.optim.Adam(dense.parameters(), lr=1e-4)
+
+    def dense_step():
+        loss = F.cross_entropy(dense(x), y)
+        dense_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        dense_opt.step()
+
+    runs = {"dense fine-tune": dense_step}
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
+    for fmt in args.formats:
+        plans = plan_model(teacher, select_layers(teacher, (1, 28, 28), [], []), fmt, args.rate, "params", 3, None)
+        student = compress_model(teacher, plans, show_progress=False)[0].to(args.device).eval()
+        for m in student.modules():
+            if isinstance(m, TensorizedConv2d):
+                m.optimize = "measure"
+        for p in student.parameters():
+            p.requires_grad_(False)
+        teacher.to(args.device)
+        config = DistillConfig(algorithm="seq")
+        units = find_units(student, (1, 28, 28), "layer")
+        phases = [_build_phase(i, "seq", u, 1, teacher, student, units, config, ctx, len(units))
+                  for i, u in enumerate(units)]
+        seq_steps = [stepper(p) for p in phases]  # parameters of every unit train (each step its own)
+        for p in phases:
+            for q in p.params:
+                q.requires_grad_(True)
+        e2e = stepper(_build_phase(0, "e2e", None, 1, teacher, student, units, config, ctx, 1))
+
+        def seq_all(seq_steps=seq_steps):
+            with autocast:
+                for s in seq_steps:
+                    s(x, y)
+
+        def e2e_step(e2e=e2e):
+            with autocast:
+                e2e(x, y)
+        seq_all(), e2e_step()  # the "measure" plans are timed here, outside the benchmark
+        runs[f"{fmt} Seq-KD (mean over {len(units)} units)"] = seq_all
+        runs[f"{fmt} E2E-KD"] = e2e_step
+    times = interleaved_medians({k: v for k, v in runs.items()}, min_time=20.0, max_rounds=15, min_rounds=5)
+    rows = []
+    for name, seconds in times.items():
+        if "Seq-KD" in name:
+            seconds /= int(name.split("over ")[1].split()[0])
+        rows.append({"step": name, "ms": 1e3 * seconds, "images_per_s": args.batch / seconds})
+    base = next(r for r in rows if r["step"] == "dense fine-tune")
+    for r in rows:
+        r["vs_dense_fine_tune"] = r["images_per_s"] / base["images_per_s"]
+    result = {"machine": machine(), "date": today(), "device": args.device, "batch": args.batch, "rate": args.rate,
+              "command": "python " + " ".join(sys.argv), "rows": rows}
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print("| step | images/s | vs dense fine-tune |\n|---|---:|---:|")
+    for r in rows:
+        print(f"| {r['step']} | {r['images_per_s']:.0f} | {r['vs_dense_fine_tune']:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

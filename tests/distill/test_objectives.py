@@ -1,0 +1,40 @@
+"""The logit losses of E2E-KD against float64 formulas written out by hand."""
+
+import math
+
+import pytest
+import torch
+
+from tnncompress.distill.objectives import logits_loss
+
+
+def _logits():
+    g = torch.Generator().manual_seed(0)
+    return (torch.randn(6, 5, generator=g, dtype=torch.float64),
+            torch.randn(6, 5, generator=g, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 4, 0]))
+
+
+def test_mse_is_the_mean_squared_distance_of_the_logits():
+    s, t, _ = _logits()
+    assert float(logits_loss(s, t, None, "mse")) == pytest.approx(float(((s - t) ** 2).mean()), rel=1e-6)
+
+
+def test_kl_at_a_temperature_matches_its_definition_times_t_squared():
+    s, t, _ = _logits()
+    temp = 3.0
+    expected = 0.0
+    for i in range(s.shape[0]):
+        p = [math.exp(v / temp) for v in t[i].tolist()]
+        q = [math.exp(v / temp) for v in s[i].tolist()]
+        p, q = [v / sum(p) for v in p], [v / sum(q) for v in q]
+        expected += sum(pi * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
+    expected = expected / s.shape[0] * temp ** 2
+    assert float(logits_loss(s, t, None, "kl", temperature=temp)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_cross_entropy_is_mixed_in_with_its_weight():
+    s, t, y = _logits()
+    ce = -sum(float(torch.log_softmax(s[i], 0)[y[i]]) for i in range(6)) / 6
+    mse = float(((s - t) ** 2).mean())
+    assert float(logits_loss(s, t, y, "mse", ce_weight=0.25)) == pytest.approx(0.75 * mse + 0.25 * ce, rel=1e-5)
+    assert float(logits_loss(s, t, None, "mse", ce_weight=0.25)) == pytest.approx(mse, rel=1e-6)  # no labels

@@ -1,0 +1,45 @@
+"""torchrun with two CPU processes (gloo) trains the student one process trains, and writes once."""
+
+import json
+import os
+import subprocess
+import sys
+
+from safetensors.torch import load_file
+
+from tnncompress.data.specs import BUNDLED_FASHION_MNIST
+
+from .conftest import SMALL_CNN
+
+# Seq-KD (units wrapped in DDP) then a fine-tune (the whole student wrapped): both distributed paths.
+ARGS = ["run", str(SMALL_CNN), "-f", "cp", "-r", "0.2", "-d", "fashion-mnist", "--kd", "seq", "--kd-steps", "24",
+        "--kd-finetune-steps", "8", "--kd-batch-size", "64", "--kd-eval-limit", "200", "--eval-limit", "500",
+        "--set", "kd_plan=optimal", "--no-latency", "--deploy-form", "flops", "-q"]
+
+
+def _env():
+    return {**os.environ, "TNNCOMPRESS_DATA": str(BUNDLED_FASHION_MNIST), "OMP_NUM_THREADS": "1",
+            "TNNCOMPRESS_PROGRESS": "0"}
+
+
+def test_two_processes_produce_the_single_process_student_and_write_once(tmp_path):
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    done = subprocess.run([sys.executable, "-m", "tnncompress.cli.app", *ARGS, "--out", str(single)],
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "tnncompress.cli.app", *ARGS, "--out", str(multi)],
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["multi", "single"]  # no staging directory left
+    a, b = load_file(single / "model.safetensors"), load_file(multi / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:  # the same updates, up to the order of floating-point reductions: measured <= 7e-6
+        # relative (what changing the thread count of one process gives); a shard seeing other data or
+        # other crops gives 1e-3 to 3e-2 (Adam turns any gradient difference into a step of lr)
+        diff, size = float((a[k].double() - b[k].double()).norm()), float(a[k].double().norm())
+        assert diff <= 1e-4 * size + 1e-7, (k, diff / max(size, 1e-30))
+    reports = [json.loads((d / "report.json").read_text()) for d in (single, multi)]
+    assert [r["distillation"]["world_size"] for r in reports] == [1, 2]
+    assert reports[1]["distillation"]["updates"] == 32
+    assert "single" not in done.stdout  # rank 0 alone printed (nothing, under -q)
