@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=0.1)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--min-time", type=float, default=20.0, help="seconds of timing rounds (at least 5 rounds)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     ctx = Context(device=args.device)
@@ -98,7 +99,8 @@ def main() -> None:
         seq_all(), e2e_step()  # the "measure" plans are timed here, outside the benchmark
         runs[f"{fmt} Seq-KD (mean over {len(units)} units)"] = seq_all
         runs[f"{fmt} E2E-KD"] = e2e_step
-    times = interleaved_medians({k: v for k, v in runs.items()}, min_time=20.0, max_rounds=15, min_rounds=5)
+    times = interleaved_medians({k: v for k, v in runs.items()}, min_time=args.min_time, max_rounds=15,
+                                min_rounds=5)
     rows = []
     for name, seconds in times.items():
         if "Seq-KD" in name:

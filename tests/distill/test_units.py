@@ -30,3 +30,23 @@ def test_block_units_of_a_resnet_are_its_residual_blocks_in_forward_order():
     # every compressed layer is in exactly one block, and layer units follow the same order
     assert [n for u in blocks for n in u.layers] == [u.name for u in layers]
     assert all(u.norms == [u.name.replace("conv", "bn")] for u in layers)
+
+
+def test_seq_kd_by_blocks_trains_each_block_with_its_layers_and_norms(bundled_data):
+    import torch
+
+    from tnncompress.distill import Context, DistillConfig, distil
+
+    train, test = bundled_data
+    torch.manual_seed(0)
+    teacher = create_model("resnet20", in_channels=1).eval()
+    plans = plan_model(teacher, select_layers(teacher, (1, 28, 28), [], []), "cp", 0.2, "params", 3, None)
+    student = compress_model(teacher, plans, show_progress=False)[0]
+    config = DistillConfig(algorithm="seq", seq_unit="block", steps=18, eval_limit=100, plan="optimal")
+    section = distil(teacher, student, train, test, (1, 28, 28), config, Context(), show_progress=False)
+    units = section["units"]
+    assert [u["unit"] for u in units] == [f"layer{s}.{b}" for s in (1, 2, 3) for b in range(3)]
+    for u in units:
+        expected = sum(p.numel() for n in u["layers"] + u["norms"] for p in student.get_submodule(n).parameters())
+        assert u["trained_params"] == expected and u["steps"] == 2
+    assert all(torch.isfinite(p).all() for p in student.parameters())
