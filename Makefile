@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 # check ONNX, and write the report (with the accuracy curve) to demo-resnet32-cp-kd/.
 demo: install
 	$(BIN)/tnncompress run $(TEACHER) --format cp --rate 0.1 --data fashion-mnist --kd e2e --kd-steps 400 \
-		--kd-lr 3e-3 --out demo-resnet32-cp-kd --force
+		--out demo-resnet32-cp-kd --force
 
 test: install
 	$(BIN)/python -m pytest -q
