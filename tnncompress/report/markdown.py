@@ -27,7 +27,8 @@ def _distillation(d: dict, acc: dict) -> list[str]:
              f"{d['updates']} gradient updates of batch {b['batch_size']} ({b['epochs']:.2f} epochs of "
              f"{d['train']['source']}, {d['train']['samples']} samples) on {d['device']}"
              + (f", {d['world_size']} processes" if d["world_size"] > 1 else "") + "; Layer-Decomp alone: "
-             f"{_pct(acc.get('layer_decomp'))}, after distillation: {_pct(acc.get('compressed'))}.", "",
+             f"{_pct(acc.get('layer_decomp'))} ({d['curve'][0].get('samples')} test samples), after distillation: "
+             f"{_pct(acc.get('compressed'))} ({acc.get('samples')} test samples).", "",
              "| after | updates | top-1 (curve samples) |", "|---|---:|---:|"]
     lines += [f"| {p['after']} | {p['updates']} | {_pct(p['top1'])} |" for p in d["curve"]]
     lines += ["", "| phase | steps | trained params | first loss | mean loss | images/s | lr reductions |",
