@@ -57,10 +57,13 @@ def call_order(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[list
                 fed.setdefault(outputs[id(args[0])], name)
         return hook
 
+    keep = []  # every output stays alive during the pass, so that no id() is reused
+
     def post(name):
         def hook(_module, _args, output):
             if isinstance(output, torch.Tensor):
                 outputs[id(output)] = name
+                keep.append(output)
         return hook
 
     hooks = []
@@ -70,13 +73,7 @@ def call_order(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[list
     was_training = model.training
     try:
         with torch.no_grad():
-            device = next(model.parameters()).device
-            keep = []  # hold the outputs so that no id() is reused during the pass
-
-            def hold(_m, _a, o):
-                keep.append(o)
-            hooks += [m.register_forward_hook(hold) for m in model.modules()]
-            model.eval()(torch.zeros(2, *input_size, device=device))
+            model.eval()(torch.zeros(2, *input_size, device=next(model.parameters()).device))
     finally:
         model.train(was_training)
         for h in hooks:
