@@ -48,10 +48,10 @@ def run(
     checkpoint: Annotated[str | None, typer.Argument(
         help="Checkpoint: .pt/.pth state dict or .safetensors (or give it in --recipe).", show_default=False)] = None,
     format: Annotated[str | None, _opt("--format", "-f", help="svd, cp, tk, tt, tr, mcp, mtk, mtt or mtr "
-                                       "[default: mcp].")] = None,  # noqa: A002
+                                       "\\[default: mcp].")] = None,  # noqa: A002
     rate: Annotated[float | None, _opt("--rate", "-r", help="Per layer: parameters (or FLOPs) after / before, "
                                        "in (0, 1].")] = None,
-    rate_by: Annotated[str | None, _opt("--rate-by", help="params or flops [default: params].")] = None,
+    rate_by: Annotated[str | None, _opt("--rate-by", help="params or flops \\[default: params].")] = None,
     ranks: Annotated[str | None, _opt("--ranks", help="YAML/JSON file of per-layer formats and ranks "
                                       "(or a report.json).")] = None,
     include: Annotated[list[str] | None, _opt("--include", help="Compress only layers matching this glob "
@@ -59,55 +59,55 @@ def run(
     exclude: Annotated[list[str] | None, _opt("--exclude", help="Leave layers matching this pattern dense; "
                                               "repeatable.")] = None,
     modes: Annotated[int | None, _opt("--modes", help="m, the number of channel modes of reshaped formats "
-                                      "[default: 3].")] = None,
+                                      "\\[default: 3].")] = None,
     data: Annotated[str | None, _opt("--data", "-d", help="Dataset spec to evaluate on (fashion-mnist, "
                                      "cifar10:DIR, imagefolder:DIR, ...); none: no accuracy.")] = None,
     eval_limit: Annotated[int | None, _opt("--eval-limit", help="Evaluate on the first N test samples.")] = None,
     kd: Annotated[str | None, _opt("--kd", help="Knowledge distillation after Layer-Decomp: seq (Seq-KD), e2e "
-                                   "(E2E-KD) or none [default: none]; needs --data.")] = None,
+                                   "(E2E-KD) or none \\[default: none]; needs --data.")] = None,
     seq_unit: Annotated[str | None, _opt("--seq-unit", help="Seq-KD unit: layer (+ its norm) or block "
-                                         "[default: layer].")] = None,
+                                         "\\[default: layer].")] = None,
     kd_steps: Annotated[int | None, _opt("--kd-steps", help="Budget of gradient updates (Seq-KD: shared "
                                          "evenly by the units).")] = None,
     kd_epochs: Annotated[float | None, _opt("--kd-epochs", help="Budget as passes over the training set "
-                                            "[default: 2].")] = None,
+                                            "\\[default: 2].")] = None,
     kd_finetune_steps: Annotated[int | None, _opt("--kd-finetune-steps", help="Seq-KD: end-to-end updates on "
-                                                  "the logits after the last unit [default: 0].")] = None,
-    kd_lr: Annotated[float | None, _opt("--kd-lr", help="Adam learning rate [default: 1e-3].")] = None,
+                                                  "the logits after the last unit \\[default: 0].")] = None,
+    kd_lr: Annotated[float | None, _opt("--kd-lr", help="Adam learning rate \\[default: 1e-3].")] = None,
     kd_decay_at: Annotated[list[float] | None, _opt("--kd-decay-at", help="Multiply the learning rate by 0.1 at "
-                                                    "this fraction of each phase; repeatable [default: 0.5, "
+                                                    "this fraction of each phase; repeatable \\[default: 0.5, "
                                                     "0.75].")] = None,
-    kd_loss: Annotated[str | None, _opt("--kd-loss", help="Logit loss: mse or kl [default: mse].")] = None,
+    kd_loss: Annotated[str | None, _opt("--kd-loss", help="Logit loss: mse or kl \\[default: mse].")] = None,
     kd_temperature: Annotated[float | None, _opt("--kd-temperature", help="Temperature of --kd-loss kl "
-                                                 "[default: 4].")] = None,
+                                                 "\\[default: 4].")] = None,
     kd_ce_weight: Annotated[float | None, _opt("--kd-ce-weight", help="Weight of cross-entropy on the labels "
-                                               "in the logit loss, in [0, 1] [default: 0].")] = None,
+                                               "in the logit loss, in [0, 1] \\[default: 0].")] = None,
     kd_batch_size: Annotated[int | None, _opt("--kd-batch-size", help="Training batch (global under torchrun) "
-                                              "[default: 128].")] = None,
+                                              "\\[default: 128].")] = None,
     kd_eval_limit: Annotated[int | None, _opt("--kd-eval-limit", help="Test samples behind each point of the "
-                                              "accuracy curve [default: 2000].")] = None,
-    workers: Annotated[int | None, _opt("--workers", help="Data-loading workers [default: 2].")] = None,
+                                              "accuracy curve \\[default: 2000].")] = None,
+    workers: Annotated[int | None, _opt("--workers", help="Data-loading workers \\[default: 2].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted distillation.")] = False,
-    out_dir: Annotated[str | None, _opt("--out", "-o", help="Output directory [default: CHECKPOINT-FORMAT-RATE].")
+    out_dir: Annotated[str | None, _opt("--out", "-o", help="Output directory \\[default: CHECKPOINT-FORMAT-RATE].")
                        ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
     arch: Annotated[str | None, _opt("--arch", help="torchvision:NAME, tnncompress:NAME or "
-                                     "package.module:factory [default: detect].")] = None,
-    input_size: Annotated[str | None, _opt("--input-size", help="C,H,W [default: the data's, or the "
+                                     "package.module:factory \\[default: detect].")] = None,
+    input_size: Annotated[str | None, _opt("--input-size", help="C,H,W \\[default: the data's, or the "
                                            "architecture's].")] = None,
     trust_checkpoint: Annotated[bool | None, _opt("--trust-checkpoint", help="Allow unpickling a whole "
                                                   "module.")] = None,
-    device: Annotated[str | None, _opt("--device", help="auto, cpu, cuda or cuda:N [default: auto].")] = None,
-    onnx: Annotated[bool | None, _opt("--onnx/--no-onnx", help="Export and check model.onnx [default: on].")
+    device: Annotated[str | None, _opt("--device", help="auto, cpu, cuda or cuda:N \\[default: auto].")] = None,
+    onnx: Annotated[bool | None, _opt("--onnx/--no-onnx", help="Export and check model.onnx \\[default: on].")
                     ] = None,
     deploy_form: Annotated[str | None, _opt("--deploy-form", help="ONNX per layer: auto (the faster, measured), "
-                                            "flops (by FLOPs), dense or factors [default: auto].")] = None,
+                                            "flops (by FLOPs), dense or factors \\[default: auto].")] = None,
     deploy_batch: Annotated[int | None, _opt("--deploy-batch", help="Batch size the ONNX cost model assumes "
-                                             "[default: 1].")] = None,
-    latency: Annotated[bool | None, _opt("--latency/--no-latency", help="Measure latency [default: on].")] = None,
+                                             "\\[default: 1].")] = None,
+    latency: Annotated[bool | None, _opt("--latency/--no-latency", help="Measure latency \\[default: on].")] = None,
     recipe: Annotated[str | None, _opt("--recipe", help="YAML recipe: any of these options as keys.")] = None,
     set_: Annotated[list[str] | None, _opt("--set", help="Override a recipe key: key=value; repeatable.")] = None,
-    seed: Annotated[int | None, _opt("--seed", help="Seed of the decompositions [default: 0].")] = None,
+    seed: Annotated[int | None, _opt("--seed", help="Seed of the decompositions \\[default: 0].")] = None,
     json: JsonOpt = False, quiet: QuietOpt = False, verbose: VerboseOpt = 0, debug: DebugOpt = False,
 ) -> None:
     """Compress a CNN into a tensorial network: Layer-Decomp to a target rate, distillation, ONNX, report."""

@@ -84,3 +84,11 @@ def test_an_interrupted_run_is_kept_and_resumed_to_the_uninterrupted_result(tmp_
     assert reports[1]["accuracy"]["compressed"] == pytest.approx(reports[0]["accuracy"]["compressed"], abs=0.004)
     assert reports[1]["accuracy"]["layer_decomp"] == reports[1]["distillation"]["curve"][0]["top1"]
     assert "## Distillation (Seq-KD)" in (out / "report.md").read_text()
+
+
+def test_help_lists_the_distillation_options_with_their_defaults():
+    result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "240"})
+    assert result.exit_code == 0
+    for text in ("--kd-steps", "--kd-epochs", "--seq-unit", "--resume", "[default: mcp]", "[default: 1e-3]",
+                 "[default: 2]"):
+        assert text in result.output, text
