@@ -74,6 +74,8 @@ def run(
     kd_finetune_steps: Annotated[int | None, _opt("--kd-finetune-steps", help="Seq-KD: end-to-end updates on "
                                                   "the logits after the last unit \\[default: 0].")] = None,
     kd_lr: Annotated[float | None, _opt("--kd-lr", help="Adam learning rate \\[default: 1e-3].")] = None,
+    kd_warmup_steps: Annotated[int | None, _opt("--kd-warmup-steps", help="Raise the learning rate linearly over "
+                                                "the first N steps of each phase \\[default: 0].")] = None,
     kd_decay_at: Annotated[list[float] | None, _opt("--kd-decay-at", help="Multiply the learning rate by 0.1 at "
                                                     "this fraction of each phase; repeatable \\[default: 0.5, "
                                                     "0.75].")] = None,
@@ -115,6 +117,7 @@ def run(
                "include": include or None, "exclude": exclude or None, "modes": modes, "data": data,
                "eval_limit": eval_limit, "kd": kd, "seq_unit": seq_unit,
                "kd_steps": kd_steps, "kd_epochs": kd_epochs, "kd_finetune_steps": kd_finetune_steps, "kd_lr": kd_lr,
+               "kd_warmup_steps": kd_warmup_steps,
                "kd_decay_at": kd_decay_at or None, "kd_loss": kd_loss, "kd_temperature": kd_temperature,
                "kd_ce_weight": kd_ce_weight, "kd_batch_size": kd_batch_size, "kd_eval_limit": kd_eval_limit,
                "workers": workers, "out": out_dir, "arch": arch, "input_size": input_size,

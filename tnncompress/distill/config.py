@@ -20,6 +20,7 @@ class DistillConfig:
     epochs: float | None = None  # ... or given as passes over the training set
     finetune_steps: int = 0  # Seq-KD only: end-to-end updates on the logits after the last unit
     lr: float = 1e-3  # Adam, as in the dissertation (section 2.7.1)
+    warmup_steps: int = 0  # linear warm-up of each phase (Adam's first steps are sign steps of size lr)
     decay_at: list[float] = field(default_factory=lambda: [0.5, 0.75])  # x0.1 at these fractions of a phase
     loss: str = "mse"  # on the logits (E2E-KD and fine-tuning): squared distance, or KL at a temperature
     temperature: float = 4.0

@@ -1,8 +1,8 @@
 """One phase of distillation (a Seq-KD unit, an E2E-KD run, a fine-tune): Adam with a step-decayed
 learning rate, the NaN/explosion guard, checkpoints and progress.
 
-The learning rate is a function of the step alone (lr x lr_scale x 0.1^(milestones passed)), so a
-phase resumed at step s continues exactly where it stopped.
+The learning rate is a function of the step alone (lr x lr_scale x warm-up x 0.1^(milestones passed)),
+so a phase resumed at step s continues exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class Phase:
 
 def learning_rate(config: DistillConfig, state: PhaseState, steps: int) -> float:
     passed = sum(state.step >= math.ceil(f * steps) for f in config.decay_at if 0 < f < 1)
-    return config.lr * state.lr_scale * 0.1 ** passed
+    warm = min(1.0, (state.step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    return config.lr * state.lr_scale * warm * 0.1 ** passed
 
 
 def train_phase(phase: Phase, stream: BatchStream, config: DistillConfig, ctx: Context, state: PhaseState,

@@ -43,6 +43,7 @@ class Recipe:
     kd_epochs: float | None = None  # ... or as passes over the training set (default 2 when neither)
     kd_finetune_steps: int = 0  # Seq-KD: end-to-end updates on the logits after the last unit
     kd_lr: float = 1e-3
+    kd_warmup_steps: int = 0  # linear learning-rate warm-up at the start of each phase
     kd_decay_at: list[float] = field(default_factory=lambda: [0.5, 0.75])  # lr x0.1 at these fractions
     kd_loss: str = "mse"  # on the logits: mse, or kl (at kd_temperature)
     kd_temperature: float = 4.0
@@ -99,8 +100,8 @@ class Recipe:
             raise UsageError(f"kd_ce_weight must be in [0, 1], got {self.kd_ce_weight}")
         if any(not 0 < f < 1 for f in self.kd_decay_at):
             raise UsageError(f"kd_decay_at: fractions of a phase in (0, 1), got {self.kd_decay_at}")
-        if self.kd_finetune_steps < 0 or self.workers < 0:
-            raise UsageError("kd_finetune_steps and workers cannot be negative")
+        if self.kd_finetune_steps < 0 or self.kd_warmup_steps < 0 or self.workers < 0:
+            raise UsageError("kd_finetune_steps, kd_warmup_steps and workers cannot be negative")
         for name in ("modes", "batch_size", "deploy_batch", "kd_batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -123,6 +124,7 @@ def distill_config(recipe: Recipe):
 
     return DistillConfig(algorithm=recipe.kd, seq_unit=recipe.seq_unit, steps=recipe.kd_steps,
                          epochs=recipe.kd_epochs, finetune_steps=recipe.kd_finetune_steps, lr=recipe.kd_lr,
+                         warmup_steps=recipe.kd_warmup_steps,
                          decay_at=list(recipe.kd_decay_at), loss=recipe.kd_loss, temperature=recipe.kd_temperature,
                          ce_weight=recipe.kd_ce_weight, batch_size=recipe.kd_batch_size, augment=recipe.kd_augment,
                          eval_limit=recipe.kd_eval_limit, workers=recipe.workers, seed=recipe.seed,
