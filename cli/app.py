@@ -12,7 +12,7 @@ app = typer.Typer(
     name="tnncompress",
     help="Compress pretrained PyTorch CNNs into tensorial neural networks.\n\n"
          "Exit codes: 0 success, 1 run-time failure, 2 usage error (bad option value, missing file), "
-         "3 an export that does not reproduce the model, 130 interrupted.",
+         "3 an export that does not reproduce the model, 130 interrupted (143 SIGTERM, 129 SIGHUP).",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120},
     rich_markup_mode="rich",

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import random
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from tnncompress.errors import TnncompressError
 from tnncompress.progress import set_progress_enabled
 
-out = Console(width=None if sys.stdout.isatty() else 160)  # results; wide tables when piped
-err = Console(stderr=True, soft_wrap=True)  # progress, logs, errors: one message, one line
+# markup=False: paths, layer names and error messages are user text, and "[/x]" in a path must print as
+# itself, not be parsed (or fail to parse) as rich markup. Styling goes through Text objects.
+out = Console(width=None if sys.stdout.isatty() else 160, markup=False)  # results; wide tables when piped
+err = Console(stderr=True, soft_wrap=True, markup=False)  # progress, logs, errors: one message, one line
+MESSAGE_LIMIT = 2000  # characters of an error message printed
 log = logging.getLogger("tnncompress")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (logs stay on stderr).")]
@@ -77,6 +84,42 @@ def say(session: Session, message: str) -> None:
         err.print(message, highlight=False)
 
 
+def labelled(label: str, style: str, message: str) -> Text:
+    """"label: message" with the label styled and the message printed as it is, on one line."""
+    return Text.assemble((label, style), " ", one_line(message))
+
+
+def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    text = " ".join(str(message).split())
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, so that cleanup runs as for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def interrupts() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into Interrupted for the duration of a command (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise Interrupted(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn known errors into a one-line message and their exit code; tracebacks only under --debug."""
 
@@ -84,22 +127,26 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args, **kwargs):
         debug = kwargs.get("debug", False)
         try:
-            return fn(*args, **kwargs)
+            with interrupts():
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
         except TnncompressError as exc:
             if debug:
                 raise
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            err.print(labelled("error:", "bold red", str(exc)), highlight=False)
             raise typer.Exit(exc.exit_code) from None
+        except Interrupted as exc:
+            err.print(f"interrupted ({exc})")
+            raise typer.Exit(128 + exc.signum) from None
         except KeyboardInterrupt:
             err.print("interrupted")
             raise typer.Exit(130) from None
         except Exception as exc:
             if debug:
                 raise
-            err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {exc} "
-                      "(rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
+            err.print(labelled("error:", "bold red", f"unexpected {type(exc).__name__}: {exc} "
+                               "(rerun with --debug for the traceback)"), highlight=False)
             raise typer.Exit(1) from None
 
     return wrapper

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from tnncompress.data import load_data, parse_spec
 from tnncompress.data.specs import SPLITS
@@ -72,7 +73,9 @@ def evaluate(
     payload = {"model": loaded.describe(), "data": dataset.describe(), "split": split, "metrics": metrics}
 
     def render() -> None:
-        title = "evaluation" + (" [bold red](synthetic data: not accuracies)[/]" if dataset.synthetic else "")
+        title = Text("evaluation")
+        if dataset.synthetic:
+            title.append(" (synthetic data: not accuracies)", style="bold red")
         table = Table(title=title)
         for col in ("samples", "top-1", "top-5", "NLL", "ECE"):
             table.add_column(col, justify="right")

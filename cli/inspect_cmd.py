@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from tnncompress.inspect import layer_table, summarise
 from tnncompress.io import load_model
@@ -19,7 +20,9 @@ from .common import (
     SeedOpt,
     TrustOpt,
     VerboseOpt,
+    err,
     handle_errors,
+    labelled,
     out,
     say,
     start,
@@ -62,7 +65,11 @@ def inspect(
 ) -> None:
     """List the conv and linear layers: shapes, hyper-parameters, parameters, FLOPs, compressibility."""
     session = start(json, quiet, verbose, debug, seed)
-    loaded = load_model(checkpoint, arch=arch, trust=trust_checkpoint, input_size=input_size)
+    # inspect only looks at the layers, so non-finite weights are listed, not refused
+    loaded = load_model(checkpoint, arch=arch, trust=trust_checkpoint, input_size=input_size, allow_nonfinite=True)
+    for note in loaded.checkpoint.notes:
+        if "not finite" in note:
+            err.print(labelled("warning:", "bold yellow", note), highlight=False)
     say(session, f"architecture {loaded.arch} ({loaded.arch_how}); input size {','.join(map(str, loaded.input_size))}")
     rows = layer_table(loaded.model, loaded.input_size, keep_first_last=keep_first_last)
     totals = summarise(loaded.model, rows)
@@ -76,7 +83,8 @@ def inspect(
         for r in rows:
             table.add_row(r.name, r.kind, "x".join(map(str, r.kernel)), _hyper(r), str(r.groups),
                           _fmt(r.params), _fmt(r.flops),
-                          "[green]yes[/]" if r.compressible else f"[yellow]no[/]: {r.reason}")
+                          Text("yes", style="green") if r.compressible
+                          else Text.assemble(("no", "yellow"), f": {r.reason}"))
         out.print(table)
         out.print(f"parameters: {totals['params_total']:,} in all, {totals['params_compressible']:,} in "
                   f"{totals['layers_compressible']} compressible layers of {totals['layers']}; "

@@ -10,7 +10,7 @@ from rich.table import Table
 from tnncompress.pipeline import resolve
 from tnncompress.pipeline import run as run_pipeline
 
-from .common import DebugOpt, JsonOpt, QuietOpt, VerboseOpt, err, handle_errors, out, say, start
+from .common import DebugOpt, JsonOpt, QuietOpt, VerboseOpt, err, handle_errors, labelled, out, say, start
 
 EXAMPLES = """Examples:
 
@@ -35,7 +35,7 @@ with --resume to continue it.
 
 Writes DIR/model.safetensors + structure.json (tnncompress.load(DIR)), model.onnx, report.json,
 report.md and recipe.yaml. Exit codes: 0 done, 1 run-time failure, 2 bad input, 3 the ONNX export does
-not reproduce the model, 130 interrupted.
+not reproduce the model, 130 interrupted (143 SIGTERM, 129 SIGHUP).
 """
 
 
@@ -131,7 +131,7 @@ def run(
     if not report:  # another torchrun process than rank 0: rank 0 reports
         return
     for warning in report["warnings"]:
-        err.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+        err.print(labelled("warning:", "bold yellow", warning), highlight=False)
     session.result({"directory": str(result.directory), **report}, lambda: _render(report, result.directory))
 
 

@@ -4,6 +4,21 @@ The CLI turns any `TnncompressError` into a one-line message and its exit code; 
 bugs and exit 1 with a traceback only under `--debug`.
 """
 
+from __future__ import annotations
+
+QUOTE_LIMIT = 80  # characters of a user-supplied value a message quotes
+
+
+def brief(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """repr(value), cut to `limit` characters: a message quotes what was wrong, never all of it
+    (a 300-byte YAML alias bomb expands to gigabytes)."""
+    if isinstance(value, (list, tuple, dict, set)) and len(value) > 20:
+        return f"a {type(value).__name__} of {len(value)} items"
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
+
 
 class TnncompressError(Exception):
     exit_code = 1
@@ -15,6 +30,10 @@ class UsageError(TnncompressError):
     exit_code = 2
 
 
+class LimitError(UsageError):
+    """An input that would need more memory than a documented limit allows (see tnncompress.limits)."""
+
+
 class CheckpointError(TnncompressError):
     """A checkpoint that cannot be read or does not fit the architecture."""
 
@@ -22,9 +41,16 @@ class CheckpointError(TnncompressError):
 
 
 class UntrustedCheckpointError(CheckpointError):
-    """A pickled module given without --trust-checkpoint."""
+    """A file that would run code (a pickled module, an architecture named as module:factory) given
+    without --trust-checkpoint / trust_code=True."""
 
     exit_code = 2
+
+
+class NumericalError(TnncompressError):
+    """Weights or outputs that are not finite (NaN or infinity)."""
+
+    exit_code = 1
 
 
 class DataError(TnncompressError):

@@ -68,11 +68,18 @@ def test_existing_output_needs_force_and_is_replaced_atomically(tmp_path, small_
     (out / "mine.txt").write_text("keep me")
     result = invoke(small_cnn_checkpoint, "--rate", "0.1", "--out", out, *FAST)
     assert result.exit_code == 2 and "exists" in result.output and "--force" in result.output
+    # a directory that is not a tnncompress output is never replaced, even with --force
+    result = invoke(small_cnn_checkpoint, "--rate", "0.1", "--out", out, "--force", *FAST)
+    assert result.exit_code == 2 and "not a tnncompress output" in result.output
     assert (out / "mine.txt").read_text() == "keep me"
+    (out / "mine.txt").unlink()  # an empty directory may be replaced
     result = invoke(small_cnn_checkpoint, "--rate", "0.1", "--out", out, "--force", *FAST)
     assert result.exit_code == 0, result.output
-    assert not (out / "mine.txt").exists() and (out / "report.json").is_file()
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging directory left behind
+    first = (out / "report.json").read_text()
+    result = invoke(small_cnn_checkpoint, "--rate", "0.05", "--out", out, "--force", *FAST)  # an output is
+    assert result.exit_code == 0, result.output
+    assert (out / "report.json").read_text() != first
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging directory or lock left behind
 
 
 BAD = [

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from torch import nn
 
-from ..errors import UsageError
+from ..errors import UsageError, brief
 from ..formats import get_format, list_formats, tensorize
+from ..io.files import read_yaml
 from .ranks import LayerPlan, kernel_shape, plan_layer
 from .select import LayerChoice, matches_pattern
 
@@ -30,31 +30,28 @@ _ENTRY_KEYS = {"format", "ranks"}
 
 def read_ranks_file(path: str | Path) -> dict[str, dict]:
     """pattern -> {"format": str | None, "ranks": dict | None}, validated for form (not yet for the model)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"ranks file not found: {path}")
-    try:
-        doc = yaml.safe_load(path.read_text())  # YAML reads JSON too
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML or JSON ({str(exc).splitlines()[0]})") from None
+    doc = read_yaml(path, "ranks file")  # YAML reads JSON too
     layers = doc.get("layers") if isinstance(doc, dict) else None
     if isinstance(layers, list):  # a report.json: its compressed layers
-        layers = {r["name"]: {"format": r["format"], "ranks": r["ranks"]} for r in layers
+        layers = {str(r.get("name")): {"format": r.get("format"), "ranks": r.get("ranks")} for r in layers
                   if isinstance(r, dict) and r.get("status") == "compressed"}
     if not isinstance(layers, dict) or not layers:
         raise UsageError(f"{path}: expected a mapping `layers: {{layer name or pattern: {{format, ranks}}}}`")
     entries = {}
     for key, entry in layers.items():
         if not isinstance(entry, dict) or not set(entry) <= _ENTRY_KEYS or not entry:
-            raise UsageError(f"{path}: layer {key!r}: expected {{format: NAME, ranks: {{name: int}}}}, got {entry!r}")
+            raise UsageError(f"{path}: layer {brief(key)}: expected {{format: NAME, ranks: {{name: int}}}}, "
+                             f"got {brief(entry)}")
         fmt = entry.get("format")
         if fmt is not None and fmt not in list_formats():
-            raise UsageError(f"{path}: layer {key!r}: unknown format {fmt!r}; known: {', '.join(list_formats())}")
+            raise UsageError(f"{path}: layer {brief(key)}: unknown format {brief(fmt)}; "
+                             f"known: {', '.join(list_formats())}")
         ranks = entry.get("ranks")
         if ranks is not None and (not isinstance(ranks, dict)
                                   or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
                                              for v in ranks.values())):
-            raise UsageError(f"{path}: layer {key!r}: ranks must map rank names to positive integers, got {ranks!r}")
+            raise UsageError(f"{path}: layer {brief(key)}: ranks must map rank names to positive integers, "
+                             f"got {brief(ranks)}")
         entries[str(key)] = {"format": fmt, "ranks": ranks}
     return entries
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..formats import Format, KernelShape, Ranks, Tensorization, get_format, tensorize
 from ..inspect import LayerInfo
+from ..limits import check, limit
 
 RATE_BY = ("params", "flops")
 
@@ -72,6 +73,9 @@ def plan_layer(module: nn.Module, info: LayerInfo, fmt_name: str, rate: float | 
                      info.flops)
     if ranks is not None:
         chosen = fmt.normalise_ranks(shape, tz, ranks)
+        given = ", ".join(f"{k}={v}" for k, v in chosen.items())
+        check("factor_ratio", fmt.params(shape, tz, chosen), f"layer {info.name} ({fmt_name}, {given}): factor "
+              "parameters", allowed=limit("factor_ratio") * shape.numel)
     elif rate_by == "params":
         budget = int(rate * info.params) - bias
         chosen = fmt.ranks_for_budget(shape, tz, budget) if budget > 0 else None

@@ -6,11 +6,14 @@ far faster on a 2-core machine than a per-sample DataLoader. Folder datasets go 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from ..errors import TnncompressError
 
 
 class TensorImageDataset(Dataset):
@@ -84,4 +87,19 @@ def iterate_batches(
         ds = torch.utils.data.Subset(ds, indices.tolist())
         shuffle = False
     loader = DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers)
-    yield from loader
+    with worker_errors():
+        yield from loader
+
+
+@contextlib.contextmanager
+def worker_errors() -> Iterator[None]:
+    """A DataLoader worker's error arrives re-raised as "Caught DataError in DataLoader worker
+    process 0. Original Traceback ...": give it back its own one-line message (which names the file)."""
+    try:
+        yield
+    except TnncompressError as exc:
+        text = str(exc)
+        if not text.startswith("Caught "):
+            raise
+        last = text.strip().splitlines()[-1]
+        raise type(exc)(last.split(": ", 1)[1] if ": " in last else last) from None

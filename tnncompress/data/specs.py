@@ -13,6 +13,7 @@ Options follow the spec after `?`, e.g. `imagefolder:/data/imagenet?size=160`, `
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError, UsageError
+from ..errors import DataError, UsageError, brief
+from ..limits import check
 from .datasets import ClassificationData, TensorImageDataset
 from .idx import IdxError, read_idx
 
@@ -68,6 +70,9 @@ def parse_spec(text: str) -> DataSpec:
                 raise UsageError(f"data spec option {key} needs an integer, got {value!r}") from None
             if options[key] <= 0:
                 raise UsageError(f"data spec option {key} must be positive, got {value}")
+    if "size" in options:
+        check("input_elements", 3 * options["size"] ** 2, f"data spec option size={options['size']}: 3 x size x size")
+
     kind, sep, path = text.partition(":")
     if kind not in KINDS:
         raise UsageError(f"unknown dataset {kind!r}; use one of: " + ", ".join(
@@ -143,8 +148,22 @@ def _mnist_idx(directory: Path, split: str, stats, source: str) -> Classificatio
         stats = ((float(ref.mean()),), (float(ref.std()),))
         notes.append(f"normalised with mean {stats[0][0]:.4f}, std {stats[1][0]:.4f}")
     labels_t = torch.from_numpy(labels.astype(np.int64))
+    _check_labels(labels_t, None, lbl_path)
     return ClassificationData(TensorImageDataset(images_t, labels_t, *stats), int(labels_t.max()) + 1,
                               (1, images.shape[1], images.shape[2]), source, notes=notes)
+
+
+MAX_CLASSES = 1 << 20
+
+
+def _check_labels(labels: torch.Tensor, classes: int | None, path: Path) -> None:
+    """Class indices must be in 0..classes-1 (0..MAX_CLASSES-1 when the dataset does not fix the count)."""
+    if not labels.numel():
+        raise DataError(f"{path}: no labels")
+    low, high = int(labels.min()), int(labels.max())
+    bound = classes if classes is not None else MAX_CLASSES
+    if low < 0 or high >= bound:
+        raise DataError(f"{path}: labels range over {low}..{high}; class indices must lie in 0..{bound - 1}")
 
 
 def fashion_mnist_dir(split: str = "test") -> tuple[Path, str]:
@@ -188,8 +207,11 @@ def _load_cifar_batch(path: Path) -> dict:
     try:
         with open(path, "rb") as fh:
             entry = _ArraysOnlyUnpickler(fh, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
-        raise DataError(f"{path}: not a readable CIFAR batch ({exc})") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            MemoryError, RecursionError) as exc:
+        raise DataError(f"{path}: not a readable CIFAR batch ({type(exc).__name__}: {brief(str(exc), 160)})") from None
+    if not isinstance(entry, dict):
+        raise DataError(f"{path}: not a CIFAR batch (holds a {type(entry).__name__}, not a dict)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 
@@ -210,12 +232,20 @@ def _cifar(kind: str, root: Path, split: str) -> ClassificationData:
         entry = _load_cifar_batch(directory / f)
         if "data" not in entry or label_key not in entry:
             raise DataError(f"{directory / f}: no 'data'/'{label_key}' entries")
-        data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(entry[label_key])
+        try:
+            batch = np.asarray(entry["data"], dtype=np.uint8)
+            if batch.ndim != 2 or batch.shape[1] != 3 * 32 * 32:
+                raise ValueError(f"data of shape {batch.shape}, expected [N, 3072]")
+            batch_labels = np.asarray(entry[label_key], dtype=np.int64)
+            if batch_labels.shape != (batch.shape[0],):
+                raise ValueError(f"{batch.shape[0]} images but labels of shape {batch_labels.shape}")
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise DataError(f"{directory / f}: not a CIFAR batch ({brief(str(exc), 160)})") from None
+        _check_labels(torch.from_numpy(batch_labels), classes, directory / f)
+        data.append(batch.reshape(-1, 3, 32, 32))
+        labels.append(batch_labels)
     images = torch.from_numpy(np.concatenate(data))
-    labels_t = torch.tensor(labels, dtype=torch.int64)
-    if len(labels_t) != len(images):
-        raise DataError(f"{directory}: {len(images)} images but {len(labels_t)} labels")
+    labels_t = torch.from_numpy(np.concatenate(labels))
     return ClassificationData(TensorImageDataset(images, labels_t, *stats), classes, (3, 32, 32),
                               f"{kind}:{directory}")
 
@@ -231,11 +261,30 @@ def _imagefolder(root: Path, split: str, size: int) -> ClassificationData:
         transforms.Resize(round(size / 0.875)), transforms.CenterCrop(size), transforms.ToTensor(),
         transforms.Normalize(*IMAGENET_STATS)])
     try:
-        dataset = datasets.ImageFolder(str(directory), transform=transform)
+        dataset = datasets.ImageFolder(str(directory), transform=transform, loader=read_image)
     except (FileNotFoundError, RuntimeError) as exc:
         raise DataError(f"{directory}: not an image folder ({exc})") from None
     return ClassificationData(dataset, len(dataset.classes), (3, size, size), f"imagefolder:{directory}",
                               notes=[f"resize {round(size / 0.875)}, center crop {size}, ImageNet normalisation"])
+
+
+def read_image(path: str):
+    """One RGB image of an image folder; a corrupt or oversized file is a DataError that names it.
+    The pixel count is read from the header and checked before the image is decoded."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.MAX_IMAGE_PIXELS = None  # our limit below is the one that applies
+            with Image.open(path) as image:
+                width, height = image.size
+                check("image_pixels", width * height, f"image {path} ({width} x {height}): pixels")
+                return image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{path}: unreadable image ({type(exc).__name__}: {brief(str(exc), 120)})") from None
 
 
 # --- synthetic -----------------------------------------------------------------------------------------
@@ -244,6 +293,7 @@ def _synthetic(spec: DataSpec, split: str, input_size, num_classes) -> Classific
     if input_size is None or num_classes is None:
         raise UsageError("synthetic data needs the model's input size and number of classes")
     n = spec.options.get("n", 256)
+    check("dataset_bytes", n * math.prod(input_size), f"synthetic?n={n} at input size {tuple(input_size)}: bytes")
     g = torch.Generator().manual_seed(0 if split == "test" else 1)
     images = torch.randint(0, 256, (n, *input_size), generator=g, dtype=torch.uint8)
     labels = torch.randint(0, num_classes, (n,), generator=g)

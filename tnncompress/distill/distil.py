@@ -8,6 +8,7 @@ independent of the batch composition, so one process and torchrun compute the sa
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data import ClassificationData
+from ..errors import CheckpointError
 from ..evaluate import evaluate
 from ..formats.layer import planned
 from ..progress import training_progress
@@ -60,7 +62,7 @@ def distil(teacher: nn.Module, student: nn.Module, train: ClassificationData, te
     start_phase, state = 0, PhaseState()
     path = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir is not None else None
     if resume and path is not None and path.is_file():
-        saved = torch.load(path, map_location=ctx.device, weights_only=True)
+        saved = _read_checkpoint(path, ctx.device)
         student.load_state_dict(saved["student"])
         section.update(saved["section"])
         start_phase, state = saved["phase"], PhaseState(**saved["state"])
@@ -116,6 +118,21 @@ def distil(teacher: nn.Module, student: nn.Module, train: ClassificationData, te
     student.to(memory_format=torch.contiguous_format)
     teacher.to(memory_format=torch.contiguous_format)
     return section
+
+
+def _read_checkpoint(path: Path, device: str) -> dict:
+    """A kept distillation checkpoint: weights only, never unpickled code; anything else is refused in
+    one line (the interrupted run is then started over with --force)."""
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"{path}: not a readable distillation checkpoint ({first[:160]}); "
+                              "pass --force to start the run over") from None
+    if not isinstance(saved, dict) or saved.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: not a tnncompress distillation checkpoint (version "
+                              f"{CHECKPOINT_VERSION}); pass --force to start the run over")
+    return saved
 
 
 def _phase_specs(units: list[Unit], config: DistillConfig, budget: int) -> list[tuple[str, Unit | None, int]]:

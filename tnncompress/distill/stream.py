@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data import ClassificationData, TensorImageDataset
+from ..data.datasets import worker_errors
 from ..training import augment_batch
 from .distributed import Context
 
@@ -70,7 +71,8 @@ class BatchStream:
             loader = DataLoader(self.data.dataset, batch_sampler=batches, num_workers=self.workers,
                                 pin_memory=self.ctx.device.startswith("cuda"))
             self._loader = (phase, step, iter(loader))
-        x, y = next(self._loader[2])
+        with worker_errors():
+            x, y = next(self._loader[2])
         end_of_epoch = (step + 1) % self.steps_per_epoch == 0
         self._loader = None if end_of_epoch else (phase, step + 1, self._loader[2])
         return x, y

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from ..data import ClassificationData, iterate_batches
-from ..errors import DataError
+from ..errors import DataError, NumericalError
 from ..inspect.layers import forward_probe
 from ..progress import progress_bar
 from .metrics import ClassificationMetrics
@@ -22,9 +22,16 @@ def evaluate(model: nn.Module, data: ClassificationData, batch_size: int = 256,
     metrics = ClassificationMetrics()
     total = len(data) if limit is None else min(limit, len(data))
     with progress_bar(description, total=total, enabled=show_progress) as advance:
+        seen = 0
         for images, labels in iterate_batches(data, batch_size, limit=limit):
             logits = model(images.to(device))
+            if not torch.isfinite(logits).all():
+                raise NumericalError(f"the model's outputs are not finite (NaN or infinity) on samples {seen}-"
+                                     f"{seen + labels.shape[0] - 1} of {data.source}")
+            if labels.numel() and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+                raise DataError(f"{data.source}: labels outside 0..{logits.shape[1] - 1} near sample {seen}")
             metrics.update(logits, labels)
+            seen += labels.shape[0]
             advance(labels.shape[0])
     result = metrics.result()
     result["synthetic"] = data.synthetic

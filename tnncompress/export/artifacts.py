@@ -8,16 +8,19 @@ records, the weights strictly from safetensors. Nothing is unpickled.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from .. import __version__
-from ..errors import CheckpointError, UsageError
+from ..errors import CheckpointError, UntrustedCheckpointError, UsageError, brief
 from ..formats import KernelShape, Tensorization, TensorizedConv2d
-from ..io.arch import build_model, load_into, parse_arch
+from ..io.arch import arch_from_file, build_model, check_arch_kwargs, check_fits, load_into
 from ..io.checkpoint import read_checkpoint, save_state_dict
+from ..io.files import inside, read_json
 from .deploy import tensorized_inputs
 
 STRUCTURE_SCHEMA = 1
@@ -57,8 +60,13 @@ def write_compressed(directory: Path, model: nn.Module, arch: str, arch_kwargs: 
     return structure
 
 
+OPTIMIZE = ("optimal", "measure", "naive", "rebuild", "greedy")
+
+
 def _layer_from_record(record: dict) -> TensorizedConv2d:
     tz = record.get("tensorization")
+    if record.get("optimize", "optimal") not in OPTIMIZE:
+        raise ValueError(f"optimize {brief(record.get('optimize'))} is not one of {', '.join(OPTIMIZE)}")
     return TensorizedConv2d(
         record["format"], KernelShape(**record["shape"]), record["ranks"],
         Tensorization(tuple(tz["out_modes"]), tuple(tz["in_modes"])) if tz else None,
@@ -68,21 +76,56 @@ def _layer_from_record(record: dict) -> TensorizedConv2d:
         linear=record["linear"], optimize=record.get("optimize", "optimal"))
 
 
-def load(directory: str | Path) -> nn.Module:
-    """Rebuild a compressed model written by `tnncompress run` (or `write_compressed`), in eval mode."""
-    directory = Path(directory)
-    if not (directory / STRUCTURE).is_file() or not (directory / WEIGHTS).is_file():
+def _own_file(directory: Path, name: str) -> Path:
+    """DIR/name, refused when it is missing or a symbolic link that leads out of DIR: an output
+    directory must be as safe to open as the files in it."""
+    path = directory / name
+    if not path.is_file():
         raise UsageError(f"{directory}: not a tnncompress output (needs {STRUCTURE} and {WEIGHTS})")
-    try:
-        structure = json.loads((directory / STRUCTURE).read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{directory / STRUCTURE}: not valid JSON ({exc})") from None
+    if not inside(path, directory):
+        raise UntrustedCheckpointError(f"{path} is a symbolic link to {os.path.realpath(path)}, outside {directory}; "
+                                       "refusing to follow it")
+    return path
+
+
+def _build(structure: dict, spec, kwargs: dict, origin: str, device: str) -> nn.Module:
+    model = build_model(spec, kwargs=kwargs, device=device)
+    layers = structure.get("layers")
+    if not isinstance(layers, list):
+        raise CheckpointError(f"{origin}: 'layers' must be a list of layer records")
+    with torch.device(device):
+        for record in layers:
+            name = record.get("name") if isinstance(record, dict) else None
+            try:
+                model.get_submodule(name)
+                model.set_submodule(name, _layer_from_record(record))
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                raise CheckpointError(f"{origin}: layer record {brief(name)} is invalid "
+                                      f"({type(exc).__name__}: {brief(str(exc), 200)})") from None
+    return model
+
+
+def load(directory: str | Path, trust_code: bool = False) -> nn.Module:
+    """Rebuild a compressed model written by `tnncompress run` (or `write_compressed`), in eval mode.
+
+    Nothing in DIR runs code: the architecture must be a registry name (`tnncompress:`, `torchvision:`)
+    unless `trust_code=True` allows the `module:factory` a run with a user architecture records; the
+    model is first built on the meta device and checked against the weights' shapes, so a tampered
+    structure.json cannot make it allocate more than the weights file holds."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UsageError(f"{directory}: not a directory (a tnncompress output holds {STRUCTURE} and {WEIGHTS})")
+    structure_path, weights_path = _own_file(directory, STRUCTURE), _own_file(directory, WEIGHTS)
+    origin = str(structure_path)
+    structure = read_json(structure_path, STRUCTURE, error=CheckpointError)
+    if not isinstance(structure, dict):
+        raise CheckpointError(f"{origin}: expected a JSON object")
     if structure.get("schema") != STRUCTURE_SCHEMA:
-        raise CheckpointError(f"{directory / STRUCTURE}: schema {structure.get('schema')!r}, "
+        raise CheckpointError(f"{origin}: schema {brief(structure.get('schema'))}, "
                               f"this tnncompress reads schema {STRUCTURE_SCHEMA}")
-    spec = parse_arch(structure["arch"])
-    model = build_model(spec, kwargs=structure.get("arch_kwargs", {}))
-    for record in structure["layers"]:
-        model.set_submodule(record["name"], _layer_from_record(record))
-    state = read_checkpoint(directory / WEIGHTS).state_dict
-    return load_into(model, state, spec).eval()
+    spec = arch_from_file(structure.get("arch"), origin, trust_code,
+                          "pass trust_code=True if you trust the file")
+    kwargs = check_arch_kwargs(spec, structure.get("arch_kwargs", {}), origin)
+    state = read_checkpoint(weights_path).state_dict
+    check_fits(_build(structure, spec, kwargs, origin, "meta"), state, spec)  # shapes only: nothing allocated
+    return load_into(_build(structure, spec, kwargs, origin, "cpu"), state, spec).eval()

@@ -79,7 +79,12 @@ def verify(graph: bytes, model: nn.Module, input_size: tuple[int, int, int], bat
         got = sess.run([OUTPUT], {INPUT: x.numpy()})[0]
         if got.shape != expected.shape:
             raise ExportError(f"onnxruntime returned shape {got.shape} for batch {batch}, "
-                                    f"PyTorch {expected.shape}")
+                              f"PyTorch {expected.shape}")
+        # NaN compares false with everything, so a max over differences would pass it as 0
+        for name, values in (("PyTorch", expected), ("onnxruntime", got)):
+            if not np.isfinite(values).all():
+                raise ExportError(f"{name} outputs are not finite (NaN or infinity) on random inputs at batch "
+                                  f"{batch}: the model cannot be checked, and would not be usable")
         diff = np.abs(got - expected)
         worst_abs = max(worst_abs, float(diff.max()))
         worst_excess = max(worst_excess, float((diff - (atol + rtol * np.abs(expected))).max()))
@@ -87,6 +92,6 @@ def verify(graph: bytes, model: nn.Module, input_size: tuple[int, int, int], bat
               "atol": atol, "matches": worst_excess <= 0}
     if not result["matches"]:
         raise ExportError(f"onnxruntime differs from PyTorch by up to {worst_abs:.3g} "
-                                f"(allowed: atol {atol} + rtol {rtol} x |value|)")
+                          f"(allowed: atol {atol} + rtol {rtol} x |value|)")
     return result
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .. import models as zoo
-from ..errors import CheckpointError, UsageError
+from ..errors import CheckpointError, UntrustedCheckpointError, UsageError, brief
 
 
 @dataclass(frozen=True)
@@ -31,19 +31,51 @@ class ArchSpec:
         return self.name if self.source == "python" else f"{self.source}:{self.name}"
 
 
-def parse_arch(text: str) -> ArchSpec:
+def parse_arch(text: str, origin: str = "--arch") -> ArchSpec:
+    """The architecture `text` names; `origin` says where it came from (an option, a file) in errors."""
+    if not isinstance(text, str):
+        raise UsageError(f"{origin} {brief(text)}: an architecture is a string")
     source, sep, name = text.strip().partition(":")
     if not sep or not source or not name:
-        raise UsageError(f"--arch {text!r}: use torchvision:NAME, tnncompress:NAME or package.module:factory")
+        raise UsageError(f"{origin} {brief(text)}: use torchvision:NAME, tnncompress:NAME or package.module:factory")
     if source == "torchvision":
         if name not in _torchvision_names():
-            raise UsageError(f"--arch {text!r}: torchvision has no classification model {name!r}")
+            raise UsageError(f"{origin} {brief(text)}: torchvision has no classification model {brief(name)}")
         return ArchSpec("torchvision", name)
     if source == "tnncompress":
         if name not in zoo.list_models():
-            raise UsageError(f"--arch {text!r}: unknown zoo model; known: {', '.join(zoo.list_models())}")
+            raise UsageError(f"{origin} {brief(text)}: unknown zoo model; known: {', '.join(zoo.list_models())}")
         return ArchSpec("tnncompress", name)
     return ArchSpec("python", text.strip())
+
+
+def arch_from_file(text: str, origin: str, trust: bool, allow: str) -> ArchSpec:
+    """The architecture a file names. A file may name registry architectures only: `module:factory`
+    imports and calls code chosen by whoever wrote the file, so it needs the user's explicit trust
+    (`allow` says how to give it)."""
+    spec = parse_arch(text, origin)
+    if spec.source == "python" and not trust:
+        raise UntrustedCheckpointError(
+            f"{origin} names the architecture {brief(text)}, which is code to import and call, not a "
+            f"torchvision: or tnncompress: name; {allow}")
+    return spec
+
+
+ARCH_KWARGS = ("num_classes", "in_channels")  # the constructor arguments a file may set
+
+
+def check_arch_kwargs(spec: ArchSpec, kwargs: object, origin: str) -> dict:
+    """Constructor arguments read from a file: for registry architectures only the inferred ones, as
+    positive integers (anything else could, e.g., ask torchvision to download weights)."""
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{origin}: arch_kwargs must be a mapping, got {brief(kwargs)}")
+    if spec.source == "python":  # trusted code: its arguments are its own business
+        return kwargs
+    for key, value in kwargs.items():
+        if key not in ARCH_KWARGS or not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 1 << 20:
+            raise CheckpointError(f"{origin}: arch_kwargs may only set {' and '.join(ARCH_KWARGS)} to positive "
+                                  f"integers, got {brief(key)}: {brief(value)}")
+    return kwargs
 
 
 @lru_cache(maxsize=1)
@@ -130,7 +162,7 @@ def build_model(spec: ArchSpec, state: dict[str, torch.Tensor] | None = None, de
     except Exception as exc:
         raise CheckpointError(f"building {spec} failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(model, nn.Module):
-        raise UsageError(f"--arch {spec}: factory returned {type(model).__name__}, not an nn.Module")
+        raise UsageError(f"architecture {spec}: the factory returned {type(model).__name__}, not an nn.Module")
     return model
 
 
@@ -148,16 +180,21 @@ def compare_state(model: nn.Module, state: dict[str, torch.Tensor]) -> tuple[lis
 
 
 def _summarise(items: list[str], what: str) -> str:
-    shown = ", ".join(items[:3]) + (", ..." if len(items) > 3 else "")
+    shown = ", ".join(brief(i, 120)[1:-1] for i in items[:3]) + (", ..." if len(items) > 3 else "")
     return f"{len(items)} {what} ({shown})"
 
 
-def load_into(model: nn.Module, state: dict[str, torch.Tensor], spec: ArchSpec | str) -> nn.Module:
+def check_fits(model: nn.Module, state: dict[str, torch.Tensor], spec: ArchSpec | str) -> None:
+    """Raise CheckpointError naming the missing and unexpected keys and the shape mismatches."""
     missing, unexpected, shapes = compare_state(model, state)
     if missing or unexpected or shapes:
         parts = [_summarise(x, w) for x, w in ((missing, "missing keys"), (unexpected, "unexpected keys"),
                                               (shapes, "shape mismatches")) if x]
         raise CheckpointError(f"state dict does not fit {spec}: " + "; ".join(parts))
+
+
+def load_into(model: nn.Module, state: dict[str, torch.Tensor], spec: ArchSpec | str) -> nn.Module:
+    check_fits(model, state, spec)
     model.load_state_dict(state, strict=False)
     return model
 
@@ -207,16 +244,19 @@ def _key_signature(spec: ArchSpec) -> frozenset[str] | None:
     return None if keys is None else frozenset(k for k in keys if not k.endswith("num_batches_tracked"))
 
 
-def resolve_arch(arch: str | None, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
-                 ) -> tuple[ArchSpec, str]:
+def resolve_arch(arch: str | None, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None,
+                 trust: bool = False, source: str = "the checkpoint") -> tuple[ArchSpec, str]:
     """Pick the architecture for `state`: the explicit one, the one in the file's metadata, or detection.
+    Metadata may name registry architectures only, unless `trust`.
 
     Returns the spec and a sentence saying how it was chosen (shown to the user, kept in reports).
     """
     if arch:
         return parse_arch(arch), "given by --arch"
     if metadata and metadata.get("arch"):
-        return parse_arch(metadata["arch"]), "read from the checkpoint's metadata"
+        spec = arch_from_file(metadata["arch"], f"{source}: its metadata", trust,
+                              "pass --trust-checkpoint if you trust the file, or --arch to name the architecture")
+        return spec, "read from the checkpoint's metadata"
     matches = detect_arch(state)
     if len(matches) == 1:
         return matches[0], f"detected from the state dict's keys and shapes: {matches[0]}"

@@ -21,7 +21,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, UntrustedCheckpointError, UsageError
+from ..errors import CheckpointError, NumericalError, UntrustedCheckpointError
+from ..limits import check, inflate_allowance
+from .files import check_file
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -71,12 +73,38 @@ def _is_torchscript(names: list[str]) -> bool:
     return any(n.endswith("constants.pkl") or "/code/" in n for n in names)
 
 
-def read_checkpoint(path: str | Path, trust: bool = False) -> Checkpoint:
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"checkpoint not found: {path}")
-    if path.is_dir():
-        raise UsageError(f"checkpoint is a directory, not a file: {path}")
+def read_checkpoint(path: str | Path, trust: bool = False, allow_nonfinite: bool = False) -> Checkpoint:
+    """Read and classify a checkpoint. Weights that are not finite are refused, by tensor name,
+    unless `allow_nonfinite` (then they are listed in `notes`)."""
+    ckpt = _read(check_file(path, "checkpoint"), trust)
+    state = ckpt.state_dict if ckpt.module is None else ckpt.module.state_dict()
+    bad = nonfinite_tensors(state)
+    if bad and not allow_nonfinite:
+        raise NumericalError(f"{ckpt.path}: {_describe_nonfinite(bad)}; the weights are corrupt or the training "
+                             "diverged")
+    if bad:
+        ckpt.notes.append(_describe_nonfinite(bad))
+    return ckpt
+
+
+def nonfinite_tensors(state: dict[str, torch.Tensor]) -> list[tuple[str, int, int]]:
+    """(name, non-finite entries, entries) of every floating-point tensor holding NaN or infinity."""
+    bad = []
+    for name, t in state.items():
+        if t.is_floating_point() or t.is_complex():
+            count = int((~torch.isfinite(t)).sum())
+            if count:
+                bad.append((name, count, t.numel()))
+    return bad
+
+
+def _describe_nonfinite(bad: list[tuple[str, int, int]]) -> str:
+    shown = ", ".join(f"{name} ({count} of {total} values)" for name, count, total in bad[:3])
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return f"tensor{'s' if len(bad) > 1 else ''} {shown}{more} not finite (NaN or infinity)"
+
+
+def _read(path: Path, trust: bool) -> Checkpoint:
     size = path.stat().st_size
     if size == 0:
         raise CheckpointError(f"{path}: empty file")
@@ -88,8 +116,12 @@ def read_checkpoint(path: str | Path, trust: bool = False) -> Checkpoint:
         try:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
+                inflated = sum(info.file_size for info in zf.infolist())
         except zipfile.BadZipFile:
             raise CheckpointError(f"{path}: truncated or corrupt checkpoint (zip archive unreadable)") from None
+        # torch.save stores its archive uncompressed; a deflated one that inflates far beyond its size
+        # on disk is a decompression bomb, refused before torch.load allocates it.
+        check("inflate_ratio", inflated, f"{path}: the archive expands to", allowed=inflate_allowance(size))
         if _is_torchscript(names):
             raise CheckpointError(f"{path}: a TorchScript archive; tnncompress needs the eager model's "
                                   "state dict: torch.save(model.state_dict(), path)")

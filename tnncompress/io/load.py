@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
 from .. import models as zoo
-from ..errors import UsageError
+from ..errors import UsageError, brief
+from ..limits import check
 from .arch import ArchSpec, arch_kwargs, build_model, load_into, resolve_arch
 from .checkpoint import Checkpoint, read_checkpoint
 
@@ -31,13 +33,15 @@ class LoadedModel:
                 "input_size": list(self.input_size), "notes": self.notes + self.checkpoint.notes}
 
 
-def parse_input_size(text: str) -> tuple[int, int, int]:
+def parse_input_size(text: str, origin: str = "--input-size") -> tuple[int, int, int]:
+    """C,H,W from `text`, bounded by the `input_elements` limit; `origin` names its source in errors."""
     try:
-        dims = tuple(int(x) for x in text.replace("x", ",").split(","))
+        dims = tuple(int(x) for x in str(text).replace("x", ",").split(","))
     except ValueError:
         dims = ()
     if len(dims) != 3 or min(dims) <= 0:
-        raise UsageError(f"--input-size {text!r}: expected C,H,W with positive integers, e.g. 3,224,224")
+        raise UsageError(f"{origin} {brief(text)}: expected C,H,W with positive integers, e.g. 3,224,224")
+    check("input_elements", math.prod(dims), f"{origin} {','.join(map(str, dims))}")
     return dims  # type: ignore[return-value]
 
 
@@ -48,9 +52,10 @@ def _first_conv_channels(model: nn.Module) -> int | None:
     return None
 
 
-def default_input_size(spec: ArchSpec | None, model: nn.Module, metadata: dict[str, str]) -> tuple[int, int, int]:
+def default_input_size(spec: ArchSpec | None, model: nn.Module, metadata: dict[str, str],
+                       source: str = "the checkpoint") -> tuple[int, int, int]:
     if metadata.get("input_size"):
-        return parse_input_size(metadata["input_size"])
+        return parse_input_size(metadata["input_size"], f"{source}: its metadata input_size")
     channels = _first_conv_channels(model) or 3
     if spec is not None and spec.source == "tnncompress":
         _, h, w = zoo.get_entry(spec.name).input_size
@@ -61,9 +66,10 @@ def default_input_size(spec: ArchSpec | None, model: nn.Module, metadata: dict[s
 
 
 def load_model(path: str | Path, arch: str | None = None, trust: bool = False,
-               input_size: str | tuple[int, int, int] | None = None) -> LoadedModel:
-    """Read a checkpoint and return the model in eval mode on the CPU."""
-    ckpt = read_checkpoint(path, trust=trust)
+               input_size: str | tuple[int, int, int] | None = None, allow_nonfinite: bool = False) -> LoadedModel:
+    """Read a checkpoint and return the model in eval mode on the CPU. `trust` allows what runs code:
+    unpickling a whole module, and a metadata architecture given as module:factory."""
+    ckpt = read_checkpoint(path, trust=trust, allow_nonfinite=allow_nonfinite)
     notes = []
     if ckpt.kind == "module":
         if arch:
@@ -71,11 +77,11 @@ def load_model(path: str | Path, arch: str | None = None, trust: bool = False,
         model, name, how, spec = ckpt.module, f"pickled {type(ckpt.module).__name__}", "whole module", None
         kwargs = {}
     else:
-        spec, how = resolve_arch(arch, ckpt.state_dict, ckpt.metadata)
+        spec, how = resolve_arch(arch, ckpt.state_dict, ckpt.metadata, trust=trust, source=str(ckpt.path))
         kwargs = arch_kwargs(spec, ckpt.state_dict)
         model = load_into(build_model(spec, kwargs=kwargs), ckpt.state_dict, spec)
         name = str(spec)
     if isinstance(input_size, str):
         input_size = parse_input_size(input_size)
-    size = input_size or default_input_size(spec, model, ckpt.metadata)
+    size = input_size or default_input_size(spec, model, ckpt.metadata, str(ckpt.path))
     return LoadedModel(model.eval(), name, how, ckpt, tuple(size), notes, kwargs)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import UsageError
+from ..errors import UsageError, brief
+from ..io.files import parse_yaml, read_yaml
 
 RECIPE_VERSION = 1
 KD_MODES = ("none", "seq", "e2e")  # no distillation, Seq-KD, E2E-KD
@@ -157,7 +158,7 @@ def _check_type(key: str, value) -> object:
         elif origin is str and isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
     names = " or ".join(getattr(t, "__name__", str(t)).replace("NoneType", "null") for t in options)
-    raise UsageError(f"recipe key {key!r}: expected {names}, got {value!r}")
+    raise UsageError(f"recipe key {key!r}: expected {names}, got {brief(value)}")
 
 
 def recipe_from_mapping(mapping: dict, source: str = "recipe") -> dict:
@@ -167,23 +168,18 @@ def recipe_from_mapping(mapping: dict, source: str = "recipe") -> dict:
     mapping = dict(mapping)
     version = mapping.pop("version", RECIPE_VERSION)
     if version != RECIPE_VERSION:
-        raise UsageError(f"{source}: recipe version {version!r}; this tnncompress reads version {RECIPE_VERSION}")
-    unknown = sorted(set(mapping) - set(_FIELDS))
+        raise UsageError(f"{source}: recipe version {brief(version)}; this tnncompress reads version {RECIPE_VERSION}")
+    unknown = sorted(map(str, set(mapping) - set(_FIELDS)))
     if unknown:
-        raise UsageError(f"{source}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+        shown = ", ".join(k if len(k) <= 40 else k[:40] + "..." for k in unknown[:5])
+        shown += f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise UsageError(f"{source}: unknown key{'s' if len(unknown) > 1 else ''} {shown} "
                          f"(known: {', '.join(_FIELDS)})")
     return {k: _check_type(k, v) for k, v in mapping.items()}
 
 
 def read_recipe(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"recipe not found: {path}")
-    try:
-        mapping = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return recipe_from_mapping(mapping or {}, str(path))
+    return recipe_from_mapping(read_yaml(path, "recipe") or {}, str(path))
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -192,10 +188,12 @@ def parse_overrides(items: list[str]) -> dict:
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise UsageError(f"--set {item!r}: expected key=value")
+            raise UsageError(f"--set {brief(item)}: expected key=value")
         try:
-            mapping[key.strip()] = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
+            mapping[key.strip()] = parse_yaml(text, f"--set {key.strip()}") if text.strip() else None
+        except UsageError as exc:
+            if "aliases" in str(exc):  # refused, not read as a string
+                raise
             mapping[key.strip()] = text
     return recipe_from_mapping(mapping, "--set")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..compress import compress_model, plan_model, select_layers
-from ..data import load_data, parse_spec
+from ..data import DataSpec, fashion_mnist_dir, load_data, parse_spec
 from ..distill import distil
 from ..distill import setup as setup_processes
 from ..distill import teardown as leave_processes
@@ -29,14 +29,14 @@ from ..export import deployable, operator_counts, to_onnx, verify, write_compres
 from ..export.onnx_graph import OPSET
 from ..formats.layer import planned
 from ..io import load_model
+from ..io.files import check_file
 from ..report.build import build_report, layer_rows
 from ..report.latency import measure_latency, slower_than_original
 from ..report.markdown import render_markdown
 from .recipe import EXECUTION_KEYS, Recipe, distill_config, read_recipe
-from .staging import check_destination, staged_directory, staging_path
+from .staging import Workspace, destination, staged_directory, workspace
 
 ONNX_FILE, REPORT_JSON, REPORT_MD, RECIPE_FILE = "model.onnx", "report.json", "report.md", "recipe.yaml"
-CHECKPOINTS = "checkpoints"  # inside the staging directory; removed once the run succeeds
 
 
 @dataclass
@@ -57,39 +57,42 @@ def run(recipe: Recipe, force: bool = False, say: Callable[[str], None] = lambda
         on_checkpoint: Callable[[dict], None] | None = None) -> RunResult:
     clock = {}
     started = time.perf_counter()
-    out = Path(recipe.out) if recipe.out else default_out(recipe)
+    out = destination(recipe.out or default_out(recipe))
     kd = recipe.kd != "none"
-    check_destination(out, force)  # before any slow work
+    data_spec = parse_spec(recipe.data) if recipe.data else None
+    check_file(recipe.checkpoint, "checkpoint")
     ctx = setup_processes(resolve_device(recipe.device))
     say = say if ctx.main else (lambda _: None)
     show_progress = show_progress and ctx.main
-    data_spec = parse_spec(recipe.data) if recipe.data else None
     torch.manual_seed(recipe.seed)
-
-    loaded = load_model(recipe.checkpoint, arch=recipe.arch, trust=recipe.trust_checkpoint,
-                        input_size=recipe.input_size)
-    if loaded.arch.startswith("pickled"):
-        raise UsageError("run needs a state-dict checkpoint and an architecture (--arch) so the result can be "
-                         "rebuilt without unpickling; this checkpoint holds a whole pickled module")
-    say(f"architecture {loaded.arch} ({loaded.arch_how})")
-    test, train = _load_data(recipe, data_spec, loaded, kd, say)
-    input_size = loaded.input_size
-    clock["load"] = time.perf_counter() - started
-
-    t = time.perf_counter()
-    choices = select_layers(loaded.model, input_size, recipe.include, recipe.exclude)
-    plans = plan_model(loaded.model, choices, recipe.format, recipe.rate, recipe.rate_by, recipe.modes, recipe.ranks)
-    if not any(p.ranks for p in plans):
-        raise UsageError("no layer can be compressed at this rate: " + (plans[0].reason if plans else
-                                                                         "no layer is selected"))
-    clock["plan"] = time.perf_counter() - t
-
-    staging_cm = (staged_directory(out, force, resumable=kd, resume=resume) if ctx.main
-                  else contextlib.nullcontext(staging_path(out, kd)))
-    with staging_cm as staging:
+    # The destination is checked, locked and test-written before any slow work; under torchrun rank 0
+    # prepares it and the others use the same paths.
+    staging_cm = (staged_directory(out, force, resumable=kd, resume=resume, inputs=_inputs(recipe, data_spec),
+                                   needed_bytes=_output_estimate(recipe), say=say) if ctx.main
+                  else contextlib.nullcontext(workspace(out)))
+    with staging_cm as ws:
         ctx.barrier()  # rank 0 has prepared the staging directory
+        staging = ws.output
+        loaded = load_model(recipe.checkpoint, arch=recipe.arch, trust=recipe.trust_checkpoint,
+                            input_size=recipe.input_size)
+        if loaded.arch.startswith("pickled"):
+            raise UsageError("run needs a state-dict checkpoint and an architecture (--arch) so the result can be "
+                             "rebuilt without unpickling; this checkpoint holds a whole pickled module")
+        say(f"architecture {loaded.arch} ({loaded.arch_how})")
+        test, train = _load_data(recipe, data_spec, loaded, kd, say)
+        input_size = loaded.input_size
+        clock["load"] = time.perf_counter() - started
+
+        t = time.perf_counter()
+        choices = select_layers(loaded.model, input_size, recipe.include, recipe.exclude)
+        plans = plan_model(loaded.model, choices, recipe.format, recipe.rate, recipe.rate_by, recipe.modes,
+                           recipe.ranks)
+        if not any(p.ranks for p in plans):
+            raise UsageError("no layer can be compressed at this rate: " + (plans[0].reason if plans else
+                                                                             "no layer is selected"))
+        clock["plan"] = time.perf_counter() - t
         if kd and ctx.main:
-            _check_resumable(staging, recipe, resume, say)
+            _check_resumable(ws, recipe, resume, say)
         t = time.perf_counter()
         student, results = compress_model(loaded.model, plans, seed=recipe.seed, show_progress=show_progress,
                                           device=ctx.device)
@@ -99,15 +102,12 @@ def run(recipe: Recipe, force: bool = False, say: Callable[[str], None] = lambda
         distillation = None
         if kd:
             t = time.perf_counter()
-            (staging / CHECKPOINTS).mkdir(exist_ok=True)
-            try:
-                distillation = distil(loaded.model, student, train, test, input_size, distill_config(recipe), ctx,
-                                      checkpoint_dir=staging / CHECKPOINTS, resume=resume, say=say,
-                                      show_progress=show_progress, on_checkpoint=on_checkpoint)
-            except BaseException:
-                say(f"distillation stopped; its last checkpoint is kept in {staging}: run the same command "
-                    "with --resume to continue")
-                raise
+            ws.checkpoints.mkdir(exist_ok=True)
+            # The checkpoints stay until the output is in place: an interrupt during evaluation or export
+            # resumes from the distilled student instead of distilling again.
+            distillation = distil(loaded.model, student, train, test, input_size, distill_config(recipe), ctx,
+                                  checkpoint_dir=ws.checkpoints, resume=resume, say=say,
+                                  show_progress=show_progress, on_checkpoint=on_checkpoint)
             loaded.model.cpu(), student.cpu()
             clock["distill"] = time.perf_counter() - t
         if ctx.distributed:  # the processes part here: rank 0 evaluates and writes alone
@@ -132,7 +132,6 @@ def run(recipe: Recipe, force: bool = False, say: Callable[[str], None] = lambda
                                           else metrics["compressed"]["top1"]))
             clock["evaluate"] = time.perf_counter() - t
 
-        shutil.rmtree(staging / CHECKPOINTS, ignore_errors=True)
         t = time.perf_counter()
         write_compressed(staging, student, loaded.arch, loaded.arch_kwargs, input_size,
                          metadata={"recipe": asdict(recipe)})
@@ -162,6 +161,20 @@ def run(recipe: Recipe, force: bool = False, say: Callable[[str], None] = lambda
     return RunResult(out, report, student)
 
 
+def _inputs(recipe: Recipe, spec) -> list[str]:
+    """The files and directories a run reads: its output directory must not hold any of them."""
+    paths = [recipe.checkpoint, recipe.ranks, spec.path if spec is not None else None]
+    if spec is not None and spec.kind == "fashion-mnist":
+        paths.append(str(fashion_mnist_dir()[0]))
+    return [str(p) for p in paths if p]
+
+
+def _output_estimate(recipe: Recipe) -> int:
+    """Bytes the output may need: the weights, the ONNX graph and distillation checkpoints (weights and
+    Adam's two moments) are each at most about the checkpoint's size."""
+    return 4 * os.path.getsize(recipe.checkpoint) + (16 << 20)
+
+
 def _load_data(recipe: Recipe, spec, loaded, kd: bool, say):
     """The test split (for accuracy) and, for distillation, the training split; both are checked
     against the model before any work starts."""
@@ -182,19 +195,31 @@ def _load_data(recipe: Recipe, spec, loaded, kd: bool, say):
     return test, train
 
 
-def _check_resumable(staging: Path, recipe: Recipe, resume: bool, say) -> None:
+def _check_resumable(ws: Workspace, recipe: Recipe, resume: bool, say) -> None:
     """A resumed run must compute what the interrupted one computed: refuse other options."""
-    saved = staging / RECIPE_FILE
-    if resume and saved.is_file():
-        before = read_recipe(saved)
-        changed = sorted(k for k, v in asdict(recipe).items()
-                         if k not in EXECUTION_KEYS and before.get(k, v) != v)
+    if resume and ws.recipe.is_file():
+        before, now = _comparable(read_recipe(ws.recipe)), _comparable(asdict(recipe))
+        changed = sorted(k for k, v in now.items() if k not in EXECUTION_KEYS and before.get(k, v) != v)
         if changed:
-            raise UsageError(f"--resume: the interrupted run in {staging} used other values of "
+            raise UsageError(f"--resume: the interrupted run in {ws.root} used other values of "
                              f"{', '.join(changed)}; rerun with the same options, or --force to start over")
     elif resume:
-        say(f"nothing to resume in {staging}; starting from the beginning")
-    saved.write_text(recipe.to_yaml())
+        say(f"nothing to resume in {ws.root}; starting from the beginning")
+    ws.recipe.write_text(recipe.to_yaml())
+
+
+def _comparable(values: dict) -> dict:
+    """Recipe values with paths made absolute, so `--out o` and `--out $PWD/o` are the same run; the
+    output directory itself is the workspace's, compared by being there."""
+    values = {k: v for k, v in values.items() if k != "out"}
+    for key in ("checkpoint", "ranks"):
+        if values.get(key):
+            values[key] = os.path.realpath(values[key])
+    if values.get("data"):
+        spec = parse_spec(values["data"])
+        values["data"] = str(DataSpec(spec.kind, Path(os.path.realpath(spec.path)) if spec.path else None,
+                                      spec.options))
+    return values
 
 
 def _export(staging: Path, student, input_size, recipe: Recipe):
