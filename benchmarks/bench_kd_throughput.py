@@ -23,12 +23,16 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, today  # noqa: E402
-from tnncompress.compress import compress_model, plan_model, select_layers  # noqa: E402
-from tnncompress.distill import Context, DistillConfig, find_units  # noqa: E402
-from tnncompress.distill.distil import _build_phase  # noqa: E402
-from tnncompress.einsum.autotune import interleaved_medians  # noqa: E402
-from tnncompress.formats import TensorizedConv2d  # noqa: E402
+from tnncompress.compress import CompressConfig, compress_model, plan_model, select_layers  # noqa: E402
+from tnncompress.distill import (  # noqa: E402
+    Context,
+    DistillConfig,
+    build_phase,  # noqa: E402
+    find_units,
+)
+from tnncompress.formats import TensorizedLayer  # noqa: E402
 from tnncompress.io import load_model  # noqa: E402
+from tnncompress.timing import interleaved_medians  # noqa: E402
 
 TEACHER = Path(__file__).resolve().parents[1] / "tnncompress/models/checkpoints/resnet32_fashion_mnist.safetensors"
 
@@ -70,23 +74,24 @@ def main() -> None:
     runs = {"dense fine-tune": dense_step}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
     for fmt in args.formats:
-        plans = plan_model(teacher, select_layers(teacher, (1, 28, 28), [], []), fmt, args.rate, "params", 3, None)
-        student = compress_model(teacher, plans, show_progress=False)[0].to(args.device).eval()
+        choices = select_layers(teacher, (1, 28, 28), [], [])
+        plans = plan_model(teacher, choices, CompressConfig(format=fmt, rate=args.rate))
+        student = compress_model(teacher, plans)[0].to(args.device).eval()
         for m in student.modules():
-            if isinstance(m, TensorizedConv2d):
+            if isinstance(m, TensorizedLayer):
                 m.optimize = "measure"
         for p in student.parameters():
             p.requires_grad_(False)
         teacher.to(args.device)
         config = DistillConfig(algorithm="seq")
         units = find_units(student, (1, 28, 28), "layer")
-        phases = [_build_phase(i, "seq", u, 1, teacher, student, units, config, ctx, len(units))
+        phases = [build_phase(i, "seq", u, 1, teacher, student, units, config, ctx, len(units))
                   for i, u in enumerate(units)]
         seq_steps = [stepper(p) for p in phases]  # parameters of every unit train (each step its own)
         for p in phases:
             for q in p.params:
                 q.requires_grad_(True)
-        e2e = stepper(_build_phase(0, "e2e", None, 1, teacher, student, units, config, ctx, 1))
+        e2e = stepper(build_phase(0, "e2e", None, 1, teacher, student, units, config, ctx, 1))
 
         def seq_all(seq_steps=seq_steps):
             with autocast:

@@ -80,7 +80,7 @@ def one(fmt: str, impl: str) -> dict:
     base = _rss_mb()
     start = time.perf_counter()
     if impl == "ours":
-        _, results = compress_model(model, plans, show_progress=False)
+        _, results = compress_model(model, plans)
         errors = [r.rel_error for r in results]
     else:
         errors = []

@@ -21,7 +21,8 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, today  # noqa: E402
 from tnncompress.formats import list_formats  # noqa: E402
-from tnncompress.pipeline import Recipe, run  # noqa: E402
+from tnncompress.pipeline import Recipe, run
+from tnncompress.schema import to_data  # noqa: E402
 
 
 def main() -> None:
@@ -39,14 +40,13 @@ def main() -> None:
         for fmt in args.formats:
             if any(r["format"] == fmt for r in rows):
                 continue
-            recipe = Recipe(checkpoint=str(checkpoint), arch="torchvision:resnet50", input_size="3,224,224",
-                            format=fmt, rate=args.rate, latency=not args.no_latency, out=f"{tmp}/{fmt}").check()
-            report = run(recipe, show_progress=False).report
-            rows.append({k: report[k] for k in ("format", "target_rate", "params", "flops", "onnx", "latency",
-                                                "seconds", "layers_compressed", "warnings")})
-            print(json.dumps({"format": fmt, "rate": report["params"]["compressible_rate"],
-                              "seconds": report["seconds"], "onnx_max_abs_error": report["onnx"]["max_abs_error"]}),
-                  flush=True)
+            recipe = Recipe.of(checkpoint=str(checkpoint), arch="torchvision:resnet50", input_size="3,224,224",
+                               format=fmt, rate=args.rate, latency=not args.no_latency, out=f"{tmp}/{fmt}").check()
+            data = to_data(run(recipe).report)
+            rows.append({k: data[k] for k in ("format", "target_rate", "params", "flops", "onnx", "latency",
+                                              "seconds", "layers_compressed", "warnings")})
+            print(json.dumps({"format": fmt, "rate": data["params"]["compressible_rate"], "seconds": data["seconds"],
+                              "onnx_max_abs_error": data["onnx"]["check"]["max_abs_error"]}), flush=True)
             args.out.write_text(json.dumps({"machine": machine(), "date": today(), "rows": rows}, indent=2) + "\n")
 
 

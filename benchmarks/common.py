@@ -7,7 +7,7 @@ from datetime import date
 
 import torch
 
-from tnncompress.einsum.autotune import median_seconds
+from tnncompress.timing import median_seconds
 
 
 def median_ms(fn, min_time: float = 0.3, max_reps: int = 15) -> float:

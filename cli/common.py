@@ -1,4 +1,4 @@
-"""What every command shares: the common options, error handling and output (stdout vs stderr)."""
+"""What every command shares: the common options, logging, error handling and output (stdout vs stderr)."""
 
 from __future__ import annotations
 
@@ -14,31 +14,39 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import numpy as np
+import torch
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.text import Text
 
+from tnncompress import progress
 from tnncompress.errors import TnncompressError
-from tnncompress.progress import set_progress_enabled
+from tnncompress.pipeline import OPTIONS
+from tnncompress.schema import to_data
+
+from .options import annotation
 
 # markup=False: paths, layer names and error messages are user text, and "[/x]" in a path must print as
 # itself, not be parsed (or fail to parse) as rich markup. Styling goes through Text objects.
 out = Console(width=None if sys.stdout.isatty() else 160, markup=False)  # results; wide tables when piped
 err = Console(stderr=True, soft_wrap=True, markup=False)  # progress, logs, errors: one message, one line
-MESSAGE_LIMIT = 2000  # characters of an error message printed
 log = logging.getLogger("tnncompress")
+MESSAGE_LIMIT = 2000  # characters of an error message printed
+
+# How the command line names options in messages: the declared options' flags, and the run's own.
+FLAGS = {o.flat: o.flag for o in OPTIONS.options} | {f"no_{o.flat}": f"--no-{o.flag[2:]}" for o in OPTIONS.options} | {
+    "force": "--force", "resume": "--resume", "set": "--set", "recipe": "--recipe"}
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout (logs stay on stderr).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Errors only: no progress, no logs.")]
-VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logging (-v info, -vv debug).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Errors only: no progress, no warnings.")]
+VerboseOpt = Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="Log what each stage does (-v), and details (-vv).")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for Python, NumPy and PyTorch.")]
-ArchOpt = Annotated[str | None, typer.Option(
-    "--arch", help="torchvision:NAME, tnncompress:NAME or package.module:factory (default: detect).")]
-TrustOpt = Annotated[bool, typer.Option(
-    "--trust-checkpoint", help="Allow unpickling a whole nn.Module (runs code from the file).")]
-InputSizeOpt = Annotated[str | None, typer.Option(
-    "--input-size", help="Input size C,H,W (default: the data's, the checkpoint's, or the architecture's).")]
+# the other commands take these options of `run` as `run` declares them
+SeedOpt, ArchOpt, TrustOpt, InputSizeOpt, DeviceOpt, BatchSizeOpt = (
+    annotation(OPTIONS.lookup(k)) for k in ("seed", "arch", "trust_checkpoint", "input_size", "device", "batch_size"))
 
 
 @dataclass
@@ -49,39 +57,27 @@ class Session:
     debug: bool
     seed: int
 
-    def result(self, payload: dict, render: Callable[[], None]) -> None:
+    def result(self, payload: object, render: Callable[[], None]) -> None:
         """Emit the command's result: JSON on stdout, or the human rendering."""
         if self.json:
-            sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+            sys.stdout.write(json.dumps(to_data(payload), indent=2, default=str) + "\n")
         elif not self.quiet:
             render()
 
 
 def start(json_: bool, quiet: bool, verbose: int, debug: bool, seed: int) -> Session:
+    """Logging (warnings by default, -v info, -vv debug, -q errors only), progress and seeds."""
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
-    if not quiet and not log.handlers:
-        from rich.logging import RichHandler
-
-        log.addHandler(RichHandler(console=err, show_time=False, show_path=False))
+    if not any(isinstance(h, RichHandler) for h in log.handlers):
+        log.addHandler(RichHandler(console=err, show_time=False, show_path=False, markup=False,
+                                   rich_tracebacks=False))
     log.setLevel(level)
-    set_progress_enabled(not (quiet or json_))
+    log.propagate = False
+    progress.set_enabled(False if (quiet or json_) else None)
     random.seed(seed)
-    try:
-        import numpy as np
-
-        np.random.seed(seed)
-    except ImportError:
-        pass
-    import torch
-
+    np.random.seed(seed)
     torch.manual_seed(seed)
     return Session(json_, quiet, verbose, debug, seed)
-
-
-def say(session: Session, message: str) -> None:
-    """An informative line on stderr, unless --quiet."""
-    if not session.quiet:
-        err.print(message, highlight=False)
 
 
 def labelled(label: str, style: str, message: str) -> Text:
@@ -92,6 +88,11 @@ def labelled(label: str, style: str, message: str) -> Text:
 def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
     text = " ".join(str(message).split())
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def cli_message(exc: TnncompressError) -> str:
+    """The error as the command line words it: option references as flags."""
+    return exc.render(lambda key: FLAGS.get(key, key))
 
 
 class Interrupted(KeyboardInterrupt):
@@ -134,7 +135,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except TnncompressError as exc:
             if debug:
                 raise
-            err.print(labelled("error:", "bold red", str(exc)), highlight=False)
+            err.print(labelled("error:", "bold red", cli_message(exc)), highlight=False)
             raise typer.Exit(exc.exit_code) from None
         except Interrupted as exc:
             err.print(f"interrupted ({exc})")

@@ -8,17 +8,19 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tnncompress.data import load_data, parse_spec
-from tnncompress.data.specs import SPLITS
+from tnncompress.data import SPLITS, load_data, parse_spec
 from tnncompress.env import resolve_device
-from tnncompress.errors import UsageError
+from tnncompress.errors import UsageError, brief
 from tnncompress.evaluate import evaluate as run_evaluation
 from tnncompress.evaluate import output_classes
 from tnncompress.io import load_model
+from tnncompress.pipeline import OPTIONS
 
 from .common import (
     ArchOpt,
+    BatchSizeOpt,
     DebugOpt,
+    DeviceOpt,
     InputSizeOpt,
     JsonOpt,
     QuietOpt,
@@ -26,8 +28,8 @@ from .common import (
     TrustOpt,
     VerboseOpt,
     handle_errors,
+    log,
     out,
-    say,
     start,
 )
 
@@ -46,12 +48,12 @@ DataOpt = Annotated[str, typer.Option("--data", "-d", help="Dataset spec: fashio
 
 @handle_errors
 def evaluate(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint: .pt/.pth state dict or .safetensors.")],
+    checkpoint: Annotated[str, typer.Argument(help="A .pt/.pth state dict or .safetensors.", metavar="CHECKPOINT")],
     data: DataOpt = "fashion-mnist",
     split: Annotated[str, typer.Option(help="Which split to evaluate: test or train.")] = "test",
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Evaluation batch size.")] = 256,
+    batch_size: BatchSizeOpt = 256,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate on the first N samples only.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto.")] = "auto",
+    device: DeviceOpt = "auto",
     arch: ArchOpt = None,
     input_size: InputSizeOpt = None,
     trust_checkpoint: TrustOpt = False,
@@ -62,13 +64,14 @@ def evaluate(
     session = start(json, quiet, verbose, debug, seed)
     spec = parse_spec(data)  # validate every option before the (slow) model load
     dev = resolve_device(device)
+    OPTIONS.lookup("batch_size").check(batch_size)
     if split not in SPLITS:
-        raise UsageError(f"--split {split!r}: use one of {', '.join(SPLITS)}")
+        raise UsageError(f"--split {brief(split)}: use one of {', '.join(SPLITS)}")
     loaded = load_model(checkpoint, arch=arch, trust=trust_checkpoint, input_size=input_size)
-    say(session, f"architecture {loaded.arch} ({loaded.arch_how})")
+    log.info("architecture %s (%s)", loaded.arch, loaded.arch_how)
     classes = output_classes(loaded.model, loaded.input_size) if spec.kind == "synthetic" else None
     dataset = load_data(spec, split, input_size=loaded.input_size, num_classes=classes)
-    say(session, f"data: {dataset.source}, {len(dataset)} samples")
+    log.info("data: %s, %d samples", dataset.source, len(dataset))
     metrics = run_evaluation(loaded.model, dataset, batch_size=batch_size, device=dev, limit=limit)
     payload = {"model": loaded.describe(), "data": dataset.describe(), "split": split, "metrics": metrics}
 
@@ -79,8 +82,8 @@ def evaluate(
         table = Table(title=title)
         for col in ("samples", "top-1", "top-5", "NLL", "ECE"):
             table.add_column(col, justify="right")
-        table.add_row(str(metrics["samples"]), f"{100 * metrics['top1']:.2f}%", f"{100 * metrics['top5']:.2f}%",
-                      f"{metrics['nll']:.4f}", f"{metrics['ece']:.4f}")
+        table.add_row(str(metrics.samples), f"{100 * metrics.top1:.2f}%", f"{100 * metrics.top5:.2f}%",
+                      f"{metrics.nll:.4f}", f"{metrics.ece:.4f}")
         out.print(table)
 
     session.result(payload, render)

@@ -23,8 +23,8 @@ from .common import (
     err,
     handle_errors,
     labelled,
+    log,
     out,
-    say,
     start,
 )
 
@@ -54,7 +54,7 @@ def _hyper(r) -> str:
 
 @handle_errors
 def inspect(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint: .pt/.pth state dict or .safetensors.")],
+    checkpoint: Annotated[str, typer.Argument(help="A .pt/.pth state dict or .safetensors.", metavar="CHECKPOINT")],
     arch: ArchOpt = None,
     input_size: InputSizeOpt = None,
     keep_first_last: Annotated[bool, typer.Option(
@@ -70,7 +70,7 @@ def inspect(
     for note in loaded.checkpoint.notes:
         if "not finite" in note:
             err.print(labelled("warning:", "bold yellow", note), highlight=False)
-    say(session, f"architecture {loaded.arch} ({loaded.arch_how}); input size {','.join(map(str, loaded.input_size))}")
+    log.info("architecture %s (%s); input size %s", loaded.arch, loaded.arch_how, ",".join(map(str, loaded.input_size)))
     rows = layer_table(loaded.model, loaded.input_size, keep_first_last=keep_first_last)
     totals = summarise(loaded.model, rows)
     payload = {"model": loaded.describe(), "layers": [r.to_dict() for r in rows], "totals": totals,

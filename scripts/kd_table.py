@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from tnncompress.pipeline import Recipe, run
+from tnncompress.schema import to_data
 
 
 def main() -> None:
@@ -45,23 +46,23 @@ def main() -> None:
                 for kd in args.kd:
                     if (fmt, rate, kd) in done:
                         continue
-                    recipe = Recipe(checkpoint=args.checkpoint, format=fmt, rate=rate, data=args.data, kd=kd,
-                                    kd_steps=args.steps, kd_lr=lrs[kd], kd_batch_size=args.batch_size,
-                                    seq_unit=args.seq_unit, kd_eval_limit=args.curve_samples, device=args.device,
-                                    latency=False, onnx=False, out=f"{tmp}/{fmt}-{rate}-{kd}").check()
-                    report = run(recipe, show_progress=False).report
-                    acc, d = report["accuracy"], report["distillation"]
-                    rows.append({"format": fmt, "rate": rate, "kd": kd, "steps": d["updates"],
-                                 "batch_size": args.batch_size, "lr": lrs[kd], "device": d["device"],
-                                 "original": acc["original"], "layer_decomp_curve": acc["layer_decomp"],
-                                 "distilled": acc["compressed"], "samples": acc["samples"],
-                                 "compressible_rate": report["params"]["compressible_rate"],
-                                 "curve": d["curve"], "seconds": report["seconds"],
-                                 "images_per_s": [u["images_per_s"] for u in d["units"]],
-                                 "events": d["events"], "recipe": report["recipe"]})
+                    recipe = Recipe.of(checkpoint=args.checkpoint, format=fmt, rate=rate, data=args.data, kd=kd,
+                                       kd_steps=args.steps, kd_lr=lrs[kd], kd_batch_size=args.batch_size,
+                                       seq_unit=args.seq_unit, kd_eval_limit=args.curve_samples, device=args.device,
+                                       latency=False, onnx=False, out=f"{tmp}/{fmt}-{rate}-{kd}").check()
+                    report = run(recipe).report
+                    acc, d = report.accuracy, report.distillation
+                    rows.append({"format": fmt, "rate": rate, "kd": kd, "steps": d.updates,
+                                 "batch_size": args.batch_size, "lr": lrs[kd], "device": d.device,
+                                 "original": acc.original.top1, "layer_decomp_curve": acc.layer_decomp_top1,
+                                 "distilled": acc.compressed.top1, "samples": acc.samples,
+                                 "compressible_rate": report.params.compressible_rate,
+                                 "curve": to_data(d.curve), "seconds": report.seconds,
+                                 "images_per_s": [u.images_per_s for u in d.phases],
+                                 "events": to_data(d.events), "recipe": report.recipe})
                     args.out.write_text(json.dumps(rows, indent=1) + "\n")
-                    print(f"{fmt} {rate} {kd}: {100 * acc['compressed']:.2f}% "
-                          f"(Layer-Decomp {100 * acc['layer_decomp']:.2f}%) in {report['seconds']['total']:.0f} s",
+                    print(f"{fmt} {rate} {kd}: {100 * acc.compressed.top1:.2f}% "
+                          f"(Layer-Decomp {100 * acc.layer_decomp_top1:.2f}%) in {report.seconds['total']:.0f} s",
                           flush=True)
     print_table(rows, args.formats, args.rates)
 

@@ -36,19 +36,20 @@ def main() -> None:
             for rate in args.rates:
                 if (fmt, rate) in done:
                     continue
-                recipe = Recipe(checkpoint=args.checkpoint, format=fmt, rate=rate, data=args.data, latency=False,
-                                deploy_form="flops", out=f"{tmp}/{fmt}-{rate}").check()
-                report = run(recipe, show_progress=False).report
-                errors = [r["rel_error"] for r in report["layers"] if r["rel_error"] is not None]
-                rows.append({"format": fmt, "rate": rate, "top1_original": report["accuracy"]["original"],
-                             "top1": report["accuracy"]["compressed"], "nll": report["accuracy"]["metrics"]
-                             ["compressed"]["nll"], "compressible_rate": report["params"]["compressible_rate"],
-                             "model_rate": report["params"]["rate"], "layers": report["layers_compressed"],
+                recipe = Recipe.of(checkpoint=args.checkpoint, format=fmt, rate=rate, data=args.data, latency=False,
+                                   deploy_form="flops", out=f"{tmp}/{fmt}-{rate}").check()
+                report = run(recipe).report
+                errors = [r.rel_error for r in report.layers if r.rel_error is not None]
+                acc = report.accuracy
+                rows.append({"format": fmt, "rate": rate, "top1_original": acc.original.top1,
+                             "top1": acc.compressed.top1, "nll": acc.compressed.nll,
+                             "compressible_rate": report.params.compressible_rate,
+                             "model_rate": report.params.rate, "layers": report.layers_compressed,
                              "rel_error_median": statistics.median(errors), "rel_error_max": max(errors),
-                             "rel_error_mean": statistics.fmean(errors), "versions": report["versions"]})
+                             "rel_error_mean": statistics.fmean(errors), "versions": report.versions})
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(rows, indent=2) + "\n")
-                print(f"{fmt} {rate}: top-1 {report['accuracy']['compressed']:.4f}", flush=True)
+                print(f"{fmt} {rate}: top-1 {acc.compressed.top1:.4f}", flush=True)
     print("| format | " + " | ".join(f"rate {r}: top-1 / median err / max err" for r in args.rates) + " |")
     print("|---|" + "---|" * len(args.rates))
     for fmt in args.formats:

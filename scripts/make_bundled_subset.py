@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tnncompress.data.idx import read_idx, write_idx
-from tnncompress.data.specs import BUNDLED_FASHION_MNIST, SYSTEM_FASHION_MNIST
+from tnncompress.data import BUNDLED_FASHION_MNIST, SYSTEM_FASHION_MNIST, read_idx, write_idx
 
 
 def main() -> int:

@@ -20,7 +20,7 @@ import torch
 
 from tnncompress import __version__
 from tnncompress.data import load_data
-from tnncompress.io.checkpoint import save_state_dict
+from tnncompress.io import save_state_dict
 from tnncompress.models import create_model
 from tnncompress.training import TrainConfig, train_classifier
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from hypothesis import settings
 
-from tnncompress.data.idx import write_idx
+from tnncompress.data import write_idx
 from tnncompress.models import create_model
 
 # CI runs the property tests on a fixed set of examples (the same on every run, and the set verified

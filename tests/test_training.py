@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from tnncompress.data import load_data
-from tnncompress.data.datasets import ClassificationData, TensorImageDataset
+from tnncompress.data import ClassificationData, TensorImageDataset, load_data
 from tnncompress.models import create_model
 from tnncompress.training import TrainConfig, augment_batch, train_classifier
 

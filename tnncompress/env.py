@@ -6,6 +6,7 @@ import platform
 from importlib import metadata
 
 from . import __version__
+from .errors import UsageError, brief, opt
 
 _PACKAGES = ("torch", "torchvision", "tensorly", "opt_einsum", "safetensors", "onnx", "onnxruntime", "typer", "rich")
 
@@ -35,12 +36,10 @@ def resolve_device(text: str) -> str:
     """"auto" (CUDA when there is one), "cpu", "cuda" or "cuda:N", checked against this machine."""
     import torch
 
-    from .errors import UsageError
-
     if text == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if text == "cpu" or text.startswith("cuda"):
         if text.startswith("cuda") and not torch.cuda.is_available():
-            raise UsageError(f"--device {text}: CUDA is not available on this machine")
+            raise UsageError(f"{opt('device')} {text}: CUDA is not available on this machine")
         return text
-    raise UsageError(f"--device {text!r}: use auto, cpu, cuda or cuda:N")
+    raise UsageError(f"{opt('device')} {brief(text)}: use auto, cpu, cuda or cuda:N")

@@ -6,7 +6,18 @@ bugs and exit 1 with a traceback only under `--debug`.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 QUOTE_LIMIT = 80  # characters of a user-supplied value a message quotes
+_OPTION = re.compile("\x1f([A-Za-z0-9_.]+)\x1f")
+
+
+def opt(key: str) -> str:
+    """A reference to option `key` (a recipe key such as "kd_steps", or "force"; "no_onnx" for turning
+    a switch off) inside a message. The library prints it as the key; the command line as its flag
+    (`--kd-steps`, `--no-onnx`), so that library errors do not speak in CLI terms and CLI errors do."""
+    return f"\x1f{key}\x1f"
 
 
 def brief(value: object, limit: int = QUOTE_LIMIT) -> str:
@@ -22,6 +33,13 @@ def brief(value: object, limit: int = QUOTE_LIMIT) -> str:
 
 class TnncompressError(Exception):
     exit_code = 1
+
+    def render(self, name_of: Callable[[str], str]) -> str:
+        """The message with each option reference written by `name_of(key)`."""
+        return _OPTION.sub(lambda m: name_of(m.group(1)), super().__str__())
+
+    def __str__(self) -> str:  # the library's wording: option references as recipe keys
+        return self.render(lambda key: f"{key[3:]}=False" if key.startswith("no_") else key)
 
 
 class UsageError(TnncompressError):

@@ -1,37 +1,61 @@
-"""Progress bars on stderr, shared by every long stage; silent when disabled or under --quiet/--json."""
+"""Progress bars on stderr, shared by every long stage.
+
+One switch: `set_enabled`. The command line turns bars off under `--quiet` and `--json`; a library
+caller gets them when stderr is a terminal. `suppressed()` silences them for a block (an evaluation
+inside a training phase, whose bar is already on screen: rich draws one live display at a time).
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
+import sys
+import time
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 stderr_console = Console(stderr=True)
-_enabled = os.environ.get("TNNCOMPRESS_PROGRESS", "1") != "0"
+_enabled: bool | None = None  # None: on when stderr is a terminal
+_suppressed = 0
 
 
-def set_progress_enabled(enabled: bool) -> None:
+def set_enabled(enabled: bool | None) -> None:
+    """True or False, or None for the default (on when stderr is a terminal)."""
     global _enabled
     _enabled = enabled
 
 
+def enabled() -> bool:
+    if _suppressed:
+        return False
+    return sys.stderr.isatty() if _enabled is None else _enabled
+
+
 @contextlib.contextmanager
-def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None]]:
-    """Yield an `advance(n)` function; draws a bar only when progress is enabled globally and here."""
-    if not (enabled and _enabled):
+def suppressed() -> Iterator[None]:
+    global _suppressed
+    _suppressed += 1
+    try:
+        yield
+    finally:
+        _suppressed -= 1
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """Yield an `advance(n)` function; draws a bar only when progress is enabled."""
+    if not enabled():
         yield lambda n=1: None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())
-    with Progress(*columns, console=stderr_console, transient=True) as progress:
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=stderr_console, transient=True) as progress, suppressed():
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)
 
 
-class _TrainingBars:
+class TrainingBars:
     """One bar per training phase: step M/N, the running loss, images/s, elapsed time and ETA."""
 
     def __init__(self, progress: Progress | None):
@@ -46,8 +70,6 @@ class _TrainingBars:
         state = {"loss": None, "start": None, "done": 0, "completed": completed}
 
         def advance(n: int = 1, loss: float = 0.0) -> None:
-            import time
-
             now = time.perf_counter()
             if state["start"] is None:
                 state["start"] = now
@@ -63,12 +85,12 @@ class _TrainingBars:
 
 
 @contextlib.contextmanager
-def training_progress(enabled: bool = True) -> Iterator[_TrainingBars]:
-    if not (enabled and _enabled):
-        yield _TrainingBars(None)
+def training_progress() -> Iterator[TrainingBars]:
+    if not enabled():
+        yield TrainingBars(None)
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]:.4g}"), TextColumn("{task.fields[rate]:.0f} img/s"),
                TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=stderr_console, transient=True) as progress:
-        yield _TrainingBars(progress)
+    with Progress(*columns, console=stderr_console, transient=True) as progress, suppressed():
+        yield TrainingBars(progress)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import ClassificationData, TensorImageDataset
+from .data import ClassificationData, TensorImageDataset, augment_batch
 from .evaluate import evaluate
 
 
@@ -31,23 +31,6 @@ class TrainConfig:
     device: str = "cpu"
     channels_last: bool = True
     eval_every: int = 5
-
-
-def augment_batch(images: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random crop (after zero padding) and horizontal flip of a uint8 batch [N, C, H, W]."""
-    n, _, h, w = images.shape
-    if padding:
-        padded = F.pad(images, (padding,) * 4)
-        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
-        rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
-        cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]
-        images = padded[torch.arange(n)[:, None, None, None], torch.arange(images.shape[1])[None, :, None, None],
-                        rows, cols]
-    if flip:
-        mask = torch.rand(n, generator=generator) < 0.5
-        images = torch.where(mask[:, None, None, None], images.flip(3), images)
-    return images
 
 
 def train_classifier(model: nn.Module, train: ClassificationData, test: ClassificationData | None,
@@ -90,7 +73,7 @@ def train_classifier(model: nn.Module, train: ClassificationData, test: Classifi
             seen += len(idx)
         entry = {"epoch": epoch, "train_loss": total_loss / seen, "seconds": time.time() - start}
         if test is not None and (epoch % config.eval_every == 0 or epoch == config.epochs):
-            entry["test"] = evaluate(model, test, device=device, show_progress=False)
+            entry["test"] = asdict(evaluate(model, test, device=device))
         history.append(entry)
         msg = f"epoch {epoch}/{config.epochs} loss {entry['train_loss']:.4f} {entry['seconds']:.0f}s"
         if "test" in entry:

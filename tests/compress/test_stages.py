@@ -31,9 +31,9 @@ def test_default_selection(small_model):
 def test_include_exclude_patterns(small_model):
     s = _status(select_layers(small_model, SIZE, include=["conv*"], exclude=["re:conv[3]"]))
     assert s["conv1"][0] == "compress" and s["conv2"][0] == "compress"  # an explicit include wins
-    assert s["conv3"] == ("excluded", "matches --exclude")
-    assert s["fc1"] == ("excluded", "not matched by --include")
-    with pytest.raises(UsageError, match="--exclude 'layer9.*' matches no conv or linear layer"):
+    assert s["conv3"] == ("excluded", "matches an exclude pattern")
+    assert s["fc1"] == ("excluded", "not matched by an include pattern")
+    with pytest.raises(UsageError, match="exclude 'layer9.*' matches no conv or linear layer"):
         select_layers(small_model, SIZE, exclude=["layer9.*"])
     with pytest.raises(UsageError, match="bad regular expression"):
         select_layers(small_model, SIZE, include=["re:("])
@@ -80,7 +80,7 @@ def test_compress_save_load_roundtrip(small_model, tmp_path, name):
     plans = [plan_layer(small_model.get_submodule(c.info.name), c.info, name, 0.2)
              for c in choices if c.status == "compress"]
     before = {k: v.clone() for k, v in small_model.state_dict().items()}
-    student, results = compress_model(small_model, plans, show_progress=False)
+    student, results = compress_model(small_model, plans)
     assert all(torch.equal(before[k], v) for k, v in small_model.state_dict().items())  # teacher untouched
     assert isinstance(student.conv2, TensorizedConv2d) and not isinstance(student.conv1, TensorizedConv2d)
     assert all(0 < r.rel_error < 1 for r in results)
@@ -100,7 +100,7 @@ def test_torchvision_resnet18_roundtrip(tmp_path):
     choices = select_layers(loaded.model, loaded.input_size)
     plans = [plan_layer(loaded.model.get_submodule(c.info.name), c.info, "tk", 0.1)
              for c in choices if c.status == "compress"]
-    student, _ = compress_model(loaded.model, plans, show_progress=False)
+    student, _ = compress_model(loaded.model, plans)
     write_compressed(tmp_path / "out", student, loaded.arch, loaded.arch_kwargs, loaded.input_size)
     x = torch.randn(2, 3, 64, 64)
     assert torch.equal(tnncompress.load(tmp_path / "out")(x), student.eval()(x))

@@ -3,9 +3,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tnncompress.compress import compress_model, plan_model, select_layers
-from tnncompress.data import load_data
-from tnncompress.data.specs import BUNDLED_FASHION_MNIST
+from tnncompress.compress import CompressConfig, compress_model, plan_model, select_layers
+from tnncompress.data import BUNDLED_FASHION_MNIST, load_data
 from tnncompress.io import load_model
 
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "tnncompress" / "models" / "checkpoints"
@@ -22,8 +21,8 @@ def bundled_data(monkeypatch):
 def teacher_and_student(fmt: str = "mcp", rate: float = 0.2):
     """The trained small CNN and its Layer-Decomp student."""
     teacher = load_model(str(SMALL_CNN)).model.eval()
-    plans = plan_model(teacher, select_layers(teacher, (1, 28, 28), [], []), fmt, rate, "params", 3, None)
-    student, _ = compress_model(teacher, plans, show_progress=False)
+    plans = plan_model(teacher, select_layers(teacher, (1, 28, 28), [], []), CompressConfig(format=fmt, rate=rate))
+    student, _ = compress_model(teacher, plans)
     return teacher, student
 
 

@@ -18,20 +18,20 @@ STEPS = 150
 def test_distillation_raises_accuracy_well_above_layer_decomp(bundled_data, algorithm):
     train, test = bundled_data
     teacher, student = teacher_and_student("mcp", 0.2)
-    before = evaluate(student, test, limit=2000, show_progress=False)["top1"]
+    before = evaluate(student, test, limit=2000).top1
     # 3e-3 rather than the dissertation's 1e-3: a budget of 150 updates is tiny (see RESULTS.md)
     config = DistillConfig(algorithm=algorithm, steps=STEPS, lr=3e-3, eval_limit=2000)
-    section = distil(teacher, student, train, test, (1, 28, 28), config, Context(), show_progress=False)
-    after = evaluate(student, test, limit=2000, show_progress=False)["top1"]
+    result = distil(teacher, student, train, test, (1, 28, 28), config, Context())
+    after = evaluate(student, test, limit=2000).top1
     # Layer-Decomp alone keeps about a third of the teacher's 93%; 150 updates bring back most of the rest
     # (measured: seq 0.33 -> 0.84, e2e 0.33 -> 0.89).
     assert before < 0.5
     assert after > before + 0.25, (before, after)
-    assert section["updates"] == STEPS
-    assert section["curve"][0]["top1"] == pytest.approx(before) and section["curve"][-1]["top1"] == pytest.approx(after)
+    assert result.updates == STEPS
+    assert result.curve[0].top1 == pytest.approx(before) and result.curve[-1].top1 == pytest.approx(after)
     if algorithm == "seq":
-        assert [u["unit"] for u in section["units"]] == ["conv2", "conv3", "fc1"]
-        assert [u["steps"] for u in section["units"]] == [50, 50, 50]
+        assert [u.unit for u in result.phases] == ["conv2", "conv3", "fc1"]
+        assert [u.steps for u in result.phases] == [50, 50, 50]
     # the teacher is untouched, and the student's parameters train again outside distillation
     assert all(p.requires_grad for p in student.parameters())
 
@@ -51,7 +51,7 @@ def _run(config, data, checkpoint_dir=None, resume=False, stop_at=None):
             raise _Interrupt
     try:
         section = distil(teacher, student, train, test, (1, 28, 28), config, Context(),
-                         checkpoint_dir=checkpoint_dir, resume=resume, show_progress=False,
+                         checkpoint_dir=checkpoint_dir, resume=resume,
                          on_checkpoint=on_checkpoint)
     except _Interrupt:
         return None, student, seen
@@ -68,18 +68,18 @@ def test_a_resumed_run_reaches_the_uninterrupted_result(bundled_data, tmp_path, 
     assert interrupted is None and seen[-1] == stop_at and (tmp_path / CHECKPOINT_FILE).is_file()
     resumed, student, _ = _run(config, bundled_data, tmp_path, resume=True)
     assert states_close(student, ref_student, rtol=1e-5, atol=1e-6)
-    assert resumed["updates"] == reference["updates"]
-    assert [p["after"] for p in resumed["curve"]] == [p["after"] for p in reference["curve"]]
-    assert [p["top1"] for p in resumed["curve"]] == pytest.approx([p["top1"] for p in reference["curve"]], abs=0.002)
+    assert resumed.updates == reference.updates
+    assert [p.after for p in resumed.curve] == [p.after for p in reference.curve]
+    assert [p.top1 for p in resumed.curve] == pytest.approx([p.top1 for p in reference.curve], abs=0.002)
 
 
 def test_a_diverging_loss_restores_the_last_good_state_and_lowers_the_learning_rate(bundled_data):
     train, test = bundled_data
     teacher, student = teacher_and_student("cp", 0.2)
     config = DistillConfig(algorithm="e2e", steps=40, lr=10.0, eval_limit=500, max_retries=8)
-    section = distil(teacher, student, train, test, (1, 28, 28), config, Context(), show_progress=False)
-    events = section["events"]
-    assert events and all("learning rate x0.1" in e["action"] or "stopped" in e["action"] for e in events)
-    assert section["units"][0]["lr_reductions"] == len(events)
+    result = distil(teacher, student, train, test, (1, 28, 28), config, Context())
+    events = result.events
+    assert events and all("learning rate x0.1" in e.action or "stopped" in e.action for e in events)
+    assert result.phases[0].lr_reductions == len(events)
     assert all(torch.isfinite(p).all() for p in student.parameters())
-    assert math.isfinite(evaluate(student, test, limit=500, show_progress=False)["nll"])
+    assert math.isfinite(evaluate(student, test, limit=500).nll)

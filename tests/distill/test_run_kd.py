@@ -1,6 +1,5 @@
 """`tnncompress run --kd ...`: options, refusals before any work, and --resume through the pipeline."""
 
-import json
 
 import pytest
 import torch
@@ -9,6 +8,7 @@ from tnncompress.cli.app import app
 from typer.testing import CliRunner
 
 from tnncompress.pipeline import Recipe, run
+from tnncompress.report import read_report
 
 from .conftest import SMALL_CNN
 
@@ -23,12 +23,12 @@ def invoke(*args):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--kd", "seq"], "needs --data"),
-    (["--kd", "fast", "-d", "fashion-mnist"], "kd 'fast'"),
-    (["--kd", "e2e", "-d", "fashion-mnist", "--kd-loss", "l1"], "kd_loss 'l1'"),
-    (["--kd", "seq", "-d", "fashion-mnist", "--seq-unit", "stage"], "seq_unit 'stage'"),
-    (["--kd", "e2e", "-d", "fashion-mnist", "--kd-ce-weight", "1.5"], "kd_ce_weight"),
-    (["--kd", "e2e", "-d", "fashion-mnist", "--kd-decay-at", "2"], "kd_decay_at"),
-    (["--kd", "e2e", "-d", "fashion-mnist", "--kd-steps", "0"], "kd_steps"),
+    (["--kd", "fast", "-d", "fashion-mnist"], "--kd 'fast': use one of none, seq, e2e"),
+    (["--kd", "e2e", "-d", "fashion-mnist", "--kd-loss", "l1"], "--kd-loss 'l1': use one of mse, kl"),
+    (["--kd", "seq", "-d", "fashion-mnist", "--seq-unit", "stage"], "--seq-unit 'stage'"),
+    (["--kd", "e2e", "-d", "fashion-mnist", "--kd-ce-weight", "1.5"], "--kd-ce-weight must be at most 1"),
+    (["--kd", "e2e", "-d", "fashion-mnist", "--kd-decay-at", "2"], "--kd-decay-at must be less than 1"),
+    (["--kd", "e2e", "-d", "fashion-mnist", "--kd-steps", "0"], "--kd-steps must be at least 1"),
 ])
 def test_bad_distillation_options_are_refused_in_one_line(tmp_path, args, message):
     result = invoke(SMALL_CNN, "-f", "cp", "-r", "0.2", *args, "--out", tmp_path / "o")
@@ -61,7 +61,7 @@ def test_an_interrupted_run_is_kept_and_resumed_to_the_uninterrupted_result(tmp_
     args = dict(checkpoint=str(SMALL_CNN), format="cp", rate=0.2, data="fashion-mnist", kd="seq", kd_steps=30,
                 kd_plan="optimal", latency=False, deploy_form="flops", eval_limit=500, kd_eval_limit=300, out=str(out))
     with pytest.raises(_Stop):
-        run(Recipe(**args).check(), show_progress=False, on_checkpoint=_interrupt_after_first_unit)
+        run(Recipe.of(**args).check(), on_checkpoint=_interrupt_after_first_unit)
     partial = tmp_path / ".resumed.partial"
     assert not out.exists() and (partial / "checkpoints" / "distill.pt").is_file()
     # without --resume the kept run is not silently discarded
@@ -69,26 +69,27 @@ def test_an_interrupted_run_is_kept_and_resumed_to_the_uninterrupted_result(tmp_
     assert result.exit_code == 2 and "--resume" in result.output
     # a resumed run must compute the same thing
     result = invoke(SMALL_CNN, *KD, *FAST, "--kd-lr", "0.01", "--out", out, "--resume")
-    assert result.exit_code == 2 and "kd_lr" in result.output
-    result = invoke(SMALL_CNN, *KD, *FAST, "--out", out, "--resume", "--workers", "0")  # execution keys may change
+    assert result.exit_code == 2 and "distill.lr" in result.output
+    # execution keys may change; -v shows the resumption
+    result = invoke(SMALL_CNN, *KD, *FAST, "--out", out, "--resume", "--workers", "0", "-v")
     assert result.exit_code == 0, result.output
     assert "resuming seq distillation at phase 2/3" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["resumed", "whole"]  # the partial became the output
     assert not (out / "checkpoints").exists()
     a, b = load_file(whole / "model.safetensors"), load_file(out / "model.safetensors")
     assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
-    reports = [json.loads((d / "report.json").read_text()) for d in (whole, out)]
-    curves = [[(p["after"], p["updates"]) for p in r["distillation"]["curve"]] for r in reports]
+    reports = [read_report(d / "report.json") for d in (whole, out)]
+    curves = [[(p.after, p.updates) for p in r.distillation.curve] for r in reports]
     assert curves[0] == curves[1] == [("layer_decomp", 0), ("Seq-KD 1/3 conv2", 10), ("Seq-KD 2/3 conv3", 20),
                                       ("Seq-KD 3/3 fc1", 30)]
-    assert reports[1]["accuracy"]["compressed"] == pytest.approx(reports[0]["accuracy"]["compressed"], abs=0.004)
-    assert reports[1]["accuracy"]["layer_decomp"] == reports[1]["distillation"]["curve"][0]["top1"]
+    assert reports[1].accuracy.compressed.top1 == pytest.approx(reports[0].accuracy.compressed.top1, abs=0.004)
+    assert reports[1].accuracy.layer_decomp_top1 == reports[1].distillation.curve[0].top1
     assert "## Distillation (Seq-KD)" in (out / "report.md").read_text()
 
 
 def test_help_lists_the_distillation_options_with_their_defaults():
     result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "240"})
     assert result.exit_code == 0
-    for text in ("--kd-steps", "--kd-epochs", "--seq-unit", "--resume", "[default: mcp]", "[default: 1e-3]",
-                 "[default: 2]"):
+    for text in ("--kd-steps", "--kd-epochs", "--seq-unit", "--resume", "[default: mcp]", "[default: 0.001]",
+                 "(default 2)"):
         assert text in result.output, text

@@ -7,7 +7,7 @@ import sys
 
 from safetensors.torch import load_file
 
-from tnncompress.data.specs import BUNDLED_FASHION_MNIST
+from tnncompress.data import BUNDLED_FASHION_MNIST
 
 from .conftest import SMALL_CNN
 

@@ -1,7 +1,7 @@
 """Seq-KD units: the compressed layers (with the norm fed by each) or the residual blocks, in forward order."""
 
-from tnncompress.compress import compress_model, plan_model, select_layers
-from tnncompress.distill.units import find_units
+from tnncompress.compress import CompressConfig, compress_model, plan_model, select_layers
+from tnncompress.distill import find_units
 from tnncompress.models import create_model
 
 from .conftest import teacher_and_student
@@ -16,8 +16,8 @@ def test_layer_units_of_the_small_cnn_take_the_norm_fed_by_each_layer():
 
 def _resnet32_student():
     model = create_model("resnet32", in_channels=1).eval()
-    plans = plan_model(model, select_layers(model, (1, 28, 28), [], []), "cp", 0.2, "params", 3, None)
-    return compress_model(model, plans, show_progress=False)[0]
+    plans = plan_model(model, select_layers(model, (1, 28, 28), [], []), CompressConfig(format="cp", rate=0.2))
+    return compress_model(model, plans)[0]
 
 
 def test_block_units_of_a_resnet_are_its_residual_blocks_in_forward_order():
@@ -40,13 +40,13 @@ def test_seq_kd_by_blocks_trains_each_block_with_its_layers_and_norms(bundled_da
     train, test = bundled_data
     torch.manual_seed(0)
     teacher = create_model("resnet20", in_channels=1).eval()
-    plans = plan_model(teacher, select_layers(teacher, (1, 28, 28), [], []), "cp", 0.2, "params", 3, None)
-    student = compress_model(teacher, plans, show_progress=False)[0]
+    plans = plan_model(teacher, select_layers(teacher, (1, 28, 28), [], []), CompressConfig(format="cp", rate=0.2))
+    student = compress_model(teacher, plans)[0]
     config = DistillConfig(algorithm="seq", seq_unit="block", steps=18, eval_limit=100, plan="optimal")
-    section = distil(teacher, student, train, test, (1, 28, 28), config, Context(), show_progress=False)
-    units = section["units"]
-    assert [u["unit"] for u in units] == [f"layer{s}.{b}" for s in (1, 2, 3) for b in range(3)]
+    result = distil(teacher, student, train, test, (1, 28, 28), config, Context())
+    units = result.phases
+    assert [u.unit for u in units] == [f"layer{s}.{b}" for s in (1, 2, 3) for b in range(3)]
     for u in units:
-        expected = sum(p.numel() for n in u["layers"] + u["norms"] for p in student.get_submodule(n).parameters())
-        assert u["trained_params"] == expected and u["steps"] == 2
+        expected = sum(p.numel() for n in u.layers + u.norms for p in student.get_submodule(n).parameters())
+        assert u.trained_params == expected and u.steps == 2
     assert all(torch.isfinite(p).all() for p in student.parameters())

@@ -8,7 +8,7 @@ from torch import nn
 
 from tnncompress.errors import ExportError
 from tnncompress.export import deployable, operator_counts, to_onnx, verify
-from tnncompress.formats import TensorizedConv2d, get_format, list_formats, tensorize
+from tnncompress.formats import TensorizedLayer, get_format, list_formats, tensorize
 from tnncompress.formats.base import KernelShape
 
 
@@ -33,7 +33,7 @@ def _compressed(fmt: str) -> nn.Module:
         shape = KernelShape(w.shape[0], w.shape[1], *(w.shape[2:] if w.ndim == 4 else (1, 1)))
         tz = tensorize(shape.t, shape.in_channels) if f.reshaped else None
         ranks = f.ranks_for_budget(shape, tz, w.numel() // 3)
-        net.set_submodule(name, TensorizedConv2d.from_layer(layer, fmt, ranks, tz))
+        net.set_submodule(name, TensorizedLayer.from_layer(layer, fmt, ranks, tz))
     return net
 
 
@@ -53,7 +53,7 @@ def test_every_form_computes_the_same_function(fmt, form):
         got = deployed(x)
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-5)
     # the original is untouched: its factors are still trainable parameters
-    assert all(isinstance(model.get_submodule(n), TensorizedConv2d) and len(model.get_submodule(n).factors)
+    assert all(isinstance(model.get_submodule(n), TensorizedLayer) and len(model.get_submodule(n).factors)
                for n in ("conv", "shortcut", "fc"))
 
 
@@ -65,7 +65,7 @@ def test_onnx_of_the_factor_chain_is_plain_and_checked(fmt):
     ops = operator_counts(graph)
     assert ops["Conv"] >= 3 and "Einsum" not in ops  # weight-only steps folded into initialisers
     result = verify(graph, model, (8, 9, 9), batches=(1, 4))
-    assert result["matches"] and result["max_abs_error"] < 1e-4
+    assert result.matches and result.max_abs_error < 1e-4
 
 
 def test_a_graph_that_disagrees_fails_verification():
@@ -82,5 +82,5 @@ def test_a_model_the_exporter_cannot_trace_is_a_clear_error():
         def forward(self, x):
             return nn.functional.adaptive_avg_pool2d(x, 4).flatten(1)
 
-    with pytest.raises(ExportError, match="cannot be exported to ONNX .*--no-onnx"):
+    with pytest.raises(ExportError, match="cannot be exported to ONNX .*onnx=False skips the export"):
         to_onnx(Adaptive(), (3, 7, 7))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tnncompress import load
-from tnncompress.export.onnx_graph import INPUT, OUTPUT, session
+from tnncompress.export import INPUT, OUTPUT, session
 from tnncompress.formats import KernelShape, Tensorization, get_format
 
 FILES = ("model.safetensors", "structure.json", "model.onnx", "report.json", "report.md", "recipe.yaml")

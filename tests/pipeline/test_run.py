@@ -17,9 +17,9 @@ FAST = dict(latency=False, deploy_form="flops")  # timings are for benchmarks, n
 @pytest.mark.parametrize("rate", [0.02, 0.05, 0.2])
 @pytest.mark.parametrize("fmt", list_formats())
 def test_every_format_on_the_small_cnn(tmp_path, small_cnn_checkpoint, fmt, rate):
-    recipe = Recipe(checkpoint=str(small_cnn_checkpoint), format=fmt, rate=rate, out=str(tmp_path / "out"),
+    recipe = Recipe.of(checkpoint=str(small_cnn_checkpoint), format=fmt, rate=rate, out=str(tmp_path / "out"),
                     **FAST).check()
-    result = run(recipe, show_progress=False)
+    result = run(recipe)
     report = check_output(result.directory, result.model, (1, 28, 28), rate)
     assert report["format"] == fmt and report["target_rate"] == rate and report["accuracy"]["original"] is None
     assert {r["name"] for r in report["layers"] if r["status"] == "excluded"} == {"conv1", "fc2"}
@@ -28,9 +28,9 @@ def test_every_format_on_the_small_cnn(tmp_path, small_cnn_checkpoint, fmt, rate
 @pytest.mark.parametrize("fmt", list_formats())
 def test_every_format_on_torchvision_resnet18(tmp_path, resnet18_checkpoint, fmt):
     rate = 0.02  # the smallest ranks keep ALS fast enough for CI (0.05 is in the ResNet-50 benchmark)
-    recipe = Recipe(checkpoint=str(resnet18_checkpoint), arch="torchvision:resnet18", input_size="3,32,32",
+    recipe = Recipe.of(checkpoint=str(resnet18_checkpoint), arch="torchvision:resnet18", input_size="3,32,32",
                     format=fmt, rate=rate, out=str(tmp_path / "out"), **FAST).check()
-    result = run(recipe, show_progress=False)
+    result = run(recipe)
     report = check_output(result.directory, result.model, (3, 32, 32), rate)
     # large layers leave the integer ranks little slack: the whole rate lands within [0.9 r, r]
     assert 0.9 * rate <= report["params"]["compressible_rate"] <= rate

@@ -27,7 +27,7 @@ def test_cli_run_writes_a_recipe_that_repeats_the_run(tmp_path, small_cnn_checkp
     payload = json.loads(result.stdout)
     assert payload["directory"] == str(first) and payload["format"] == "mtt"
     recipe = yaml.safe_load((first / "recipe.yaml").read_text())
-    assert recipe["version"] == 1 and recipe["format"] == "mtt" and recipe["rate"] == 0.1
+    assert recipe["version"] == 2 and recipe["compress"]["format"] == "mtt" and recipe["compress"]["rate"] == 0.1
     second = tmp_path / "second"
     result = invoke("--recipe", first / "recipe.yaml", "--set", f"out={second}", *FAST)
     assert result.exit_code == 0, result.output
@@ -83,15 +83,15 @@ def test_existing_output_needs_force_and_is_replaced_atomically(tmp_path, small_
 
 
 BAD = [
-    (["--rate", "0"], "rate 0.0: must be in (0, 1]"),
-    (["--rate", "1.5"], "must be in (0, 1]"),
-    (["--rate", "0.1", "--format", "nope"], "unknown format 'nope'"),
+    (["--rate", "0"], "--rate must be greater than 0, got 0.0"),
+    (["--rate", "1.5"], "--rate must be at most 1, got 1.5"),
+    (["--rate", "0.1", "--format", "nope"], "--format 'nope': use one of svd, cp"),
     (["--rate", "0.1", "--include", "layer9.*"], "--include 'layer9.*' matches no conv or linear layer"),
     (["--rate", "0.1", "--exclude", "re:("], "bad regular expression"),
-    (["--rate", "0.1", "--rate-by", "speed"], "rate_by 'speed'"),
+    (["--rate", "0.1", "--rate-by", "speed"], "--rate-by 'speed': use one of params, flops"),
     (["--rate", "0.1", "--kd", "magic"], "kd 'magic'"),
     (["--rate", "0.1", "--set", "nonsense=1"], "unknown key nonsense"),
-    (["--rate", "0.1", "--set", "rate=fast"], "recipe key 'rate': expected float"),
+    (["--rate", "0.1", "--set", "rate=fast"], "--set: rate: expected float | None, got 'fast'"),
     (["--format", "mcp"], "give --rate"),
     (["--rate", "0.1", "--device", "tpu"], "--device 'tpu'"),
 ]

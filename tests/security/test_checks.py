@@ -57,4 +57,4 @@ def test_evaluation_fails_on_nan_outputs():
     data = ClassificationData(TensorImageDataset(torch.zeros(4, 1, 5, 5, dtype=torch.uint8), torch.zeros(4), 0, 1),
                               18, (1, 5, 5), "zeros")
     with pytest.raises(NumericalError, match="samples 0-3 of zeros"):
-        evaluate(NaNAfter().eval(), data, show_progress=False)
+        evaluate(NaNAfter().eval(), data)

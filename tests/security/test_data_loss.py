@@ -53,7 +53,7 @@ def test_an_interrupt_during_export_resumes_without_distilling_again(tmp_path, m
     args = dict(checkpoint=str(SMALL_CNN), format="cp", rate=0.2, data="fashion-mnist", kd="e2e", kd_steps=12,
                 kd_plan="optimal", latency=False, deploy_form="flops", eval_limit=200, kd_eval_limit=100,
                 out=str(out))
-    pipeline = importlib.import_module("tnncompress.pipeline.run")  # the package exports run() by that name
+    pipeline = importlib.import_module("tnncompress.pipeline.stages")
 
     real = pipeline.write_compressed
 
@@ -62,19 +62,19 @@ def test_an_interrupt_during_export_resumes_without_distilling_again(tmp_path, m
 
     monkeypatch.setattr(pipeline, "write_compressed", stop)
     with pytest.raises(_Stop):
-        run(Recipe(**args).check(), show_progress=False)
+        run(Recipe.of(**args).check())
     assert (tmp_path / ".out.partial" / "checkpoints" / "distill.pt").is_file() and not out.exists()
     monkeypatch.setattr(pipeline, "write_compressed", real)
     saved = []
-    result = run(Recipe(**args).check(), show_progress=False, resume=True, on_checkpoint=saved.append)
+    result = run(Recipe.of(**args).check(), resume=True, on_checkpoint=saved.append)
     assert saved == []  # no training step ran: every phase was complete
-    assert result.report["distillation"]["updates"] == 12
+    assert result.report.distillation.updates == 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # checkpoints gone once the output is in place
 
 
 def test_losing_the_race_for_the_output_leaves_no_staging(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    pipeline = importlib.import_module("tnncompress.pipeline.run")  # the package exports run() by that name
+    pipeline = importlib.import_module("tnncompress.pipeline.stages")
 
     real = pipeline.write_compressed
 

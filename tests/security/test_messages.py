@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from tnncompress.data import iterate_batches, load_data
-from tnncompress.data.idx import write_idx
+from tnncompress.data import iterate_batches, load_data, write_idx
 from tnncompress.errors import DataError
 
 from .conftest import FAST, SMALL_CNN, invoke
@@ -85,7 +84,7 @@ def test_a_binary_recipe_is_a_usage_error(tmp_path):
 
 def test_resume_accepts_the_same_output_named_another_way(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    pipeline = importlib.import_module("tnncompress.pipeline.run")
+    pipeline = importlib.import_module("tnncompress.pipeline.stages")
     real = pipeline.write_compressed
 
     def stop(*a, **k):
@@ -126,7 +125,7 @@ def test_too_little_free_space_is_refused_before_the_work(tmp_path, monkeypatch)
 
 
 def test_running_out_of_space_while_writing_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
-    pipeline = importlib.import_module("tnncompress.pipeline.run")
+    pipeline = importlib.import_module("tnncompress.pipeline.stages")
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "o" / "model.onnx"))

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from torch import nn
 
-from ..errors import UsageError, brief
+from ..errors import UsageError, brief, opt
 from ..formats import get_format, list_formats, tensorize
-from ..io.files import read_yaml
+from ..io import read_yaml
+from .config import CompressConfig
 from .ranks import LayerPlan, kernel_shape, plan_layer
 from .select import LayerChoice, matches_pattern
 
@@ -56,32 +57,33 @@ def read_ranks_file(path: str | Path) -> dict[str, dict]:
     return entries
 
 
-def plan_model(model: nn.Module, choices: list[LayerChoice], fmt: str, rate: float | None, rate_by: str = "params",
-               modes: int = 3, ranks_file: str | Path | None = None) -> list[LayerPlan]:
-    """One plan per layer chosen for compression (in model order)."""
-    entries = read_ranks_file(ranks_file) if ranks_file else {}
+def plan_model(model: nn.Module, choices: list[LayerChoice], config: CompressConfig) -> list[LayerPlan]:
+    """One plan per layer chosen for compression (in model order): the format and ranks of the ranks
+    file's entry that names it, else `config.format` with the ranks that meet `config.rate`."""
+    entries = read_ranks_file(config.ranks) if config.ranks else {}
     selected = [c for c in choices if c.status == "compress"]
     for key in entries:
         if not any(matches_pattern(key, c.info.name) for c in selected):
             others = [c for c in choices if matches_pattern(key, c.info.name)]
             why = (f"it names {others[0].info.name}, which is {others[0].status}: {others[0].reason}" if others
                    else "no conv or linear layer has that name")
-            raise UsageError(f"ranks file entry {key!r} matches no layer selected for compression ({why})")
+            raise UsageError(f"ranks file entry {brief(key)} matches no layer selected for compression ({why})")
     plans = []
     for choice in selected:
         entry = next((e for k, e in entries.items() if matches_pattern(k, choice.info.name)), {})
-        layer_fmt = entry.get("format") or fmt
+        layer_fmt = entry.get("format") or config.format
         ranks = entry.get("ranks")
-        if ranks is None and rate is None:
-            raise UsageError(f"layer {choice.info.name}: no ranks in the ranks file and no --rate to choose them")
+        if ranks is None and config.rate is None:
+            raise UsageError(f"layer {choice.info.name}: no ranks in the ranks file and no {opt('rate')} to "
+                             "choose them")
         module = model.get_submodule(choice.info.name)
         if ranks is not None:
             shape, format_ = kernel_shape(module), get_format(layer_fmt)
-            names = format_.rank_names(tensorize(shape.t, shape.in_channels, modes) if format_.reshaped else None)
+            tz = tensorize(shape.t, shape.in_channels, config.modes) if format_.reshaped else None
+            names = format_.rank_names(tz)
             if set(ranks) != set(names):
                 raise UsageError(f"ranks file: layer {choice.info.name} ({layer_fmt}) needs ranks "
                                  f"{', '.join(names)}, got {', '.join(sorted(ranks)) or 'none'}")
-        plans.append(plan_layer(module, choice.info, layer_fmt, rate, rate_by,
-                                ranks=ranks, modes=modes))
+        plans.append(plan_layer(module, choice.info, layer_fmt, config.rate, config.rate_by, ranks=ranks,
+                                modes=config.modes))
     return plans
-

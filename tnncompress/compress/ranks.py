@@ -8,7 +8,7 @@ the ranks (see tnncompress.formats).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -33,11 +33,6 @@ class LayerPlan:
     flops_compressed: int
     reason: str = ""
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["shape"] = asdict(self.shape)
-        d["tensorization"] = self.tensorization.to_dict() if self.tensorization else None
-        return d
 
 
 def kernel_shape(module: nn.Module) -> KernelShape:

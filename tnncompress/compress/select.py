@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from ..errors import UsageError
+from ..errors import UsageError, brief, opt
 from ..inspect import LayerInfo, layer_table
 
 
@@ -36,9 +36,9 @@ def _check_patterns(patterns: list[str], names: list[str], option: str) -> None:
             try:
                 re.compile(p[3:])
             except re.error as exc:
-                raise UsageError(f"{option} {p!r}: bad regular expression ({exc})") from None
+                raise UsageError(f"{option} {brief(p)}: bad regular expression ({exc})") from None
         if not any(matches_pattern(p, n) for n in names):
-            raise UsageError(f"{option} {p!r} matches no conv or linear layer "
+            raise UsageError(f"{option} {brief(p)} matches no conv or linear layer "
                              f"(layers are named like {', '.join(names[:3])})")
 
 
@@ -47,17 +47,17 @@ def select_layers(model: nn.Module, input_size: tuple[int, int, int], include: l
     rows = layer_table(model, input_size, keep_first_last=False)
     names = [r.name for r in rows]
     include, exclude = include or [], exclude or []
-    _check_patterns(include, names, "--include")
-    _check_patterns(exclude, names, "--exclude")
+    _check_patterns(include, names, opt("include"))
+    _check_patterns(exclude, names, opt("exclude"))
     defaults = {r.name: r.reason for r in layer_table(model, input_size, keep_first_last=keep_first_last)}
     choices = []
     for r in rows:
         if r.reason:  # cannot be compressed at all
             choices.append(LayerChoice(r, "skipped", r.reason))
         elif any(matches_pattern(p, r.name) for p in exclude):
-            choices.append(LayerChoice(r, "excluded", "matches --exclude"))
+            choices.append(LayerChoice(r, "excluded", "matches an exclude pattern"))
         elif include and not any(matches_pattern(p, r.name) for p in include):
-            choices.append(LayerChoice(r, "excluded", "not matched by --include"))
+            choices.append(LayerChoice(r, "excluded", "not matched by an include pattern"))
         elif not include and defaults[r.name]:
             choices.append(LayerChoice(r, "excluded", defaults[r.name]))
         else:

@@ -1,9 +1,11 @@
 """The distillation stage: Seq-KD (Eq. 2.10) and E2E-KD (Eq. 2.9) of a Layer-Decomp student."""
 
 from .config import ALGORITHMS, LOSSES, PLANS, SEQ_UNITS, DistillConfig
-from .distil import CHECKPOINT_FILE, distil
+from .distil import CHECKPOINT_FILE, build_phase, distil
 from .distributed import Context, setup, teardown
+from .result import Budget, CurvePoint, DistillResult, GuardEvent, PhaseRecord
 from .units import Unit, find_units
 
-__all__ = ["ALGORITHMS", "CHECKPOINT_FILE", "LOSSES", "PLANS", "SEQ_UNITS", "Context", "DistillConfig", "Unit",
-           "distil", "find_units", "setup", "teardown"]
+__all__ = ["ALGORITHMS", "CHECKPOINT_FILE", "LOSSES", "PLANS", "SEQ_UNITS", "Budget", "Context", "CurvePoint",
+           "DistillConfig", "DistillResult", "GuardEvent", "PhaseRecord", "Unit", "build_phase", "distil", "find_units",
+           "setup", "teardown"]

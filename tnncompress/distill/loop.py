@@ -8,6 +8,7 @@ so a phase resumed at step s continues exactly where it stopped.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -18,7 +19,10 @@ from torch import nn
 
 from .config import DistillConfig
 from .distributed import Context
+from .result import GuardEvent
 from .stream import BatchStream
+
+log = logging.getLogger(__name__)
 
 SNAPSHOT_EVERY = 25  # steps between in-memory "last good state" snapshots for the guard
 
@@ -59,7 +63,7 @@ def learning_rate(config: DistillConfig, state: PhaseState, steps: int) -> float
 
 def train_phase(phase: Phase, stream: BatchStream, config: DistillConfig, ctx: Context, state: PhaseState,
                 checkpoint: Callable[[PhaseState], None], advance: Callable[[int, float], None],
-                say: Callable[[str], None], events: list[dict]) -> PhaseState:
+                events: list[GuardEvent]) -> PhaseState:
     """Run `phase` from `state.step` to its end; `checkpoint(state)` is called every
     `checkpoint_every` steps and at the end."""
     optimizer = torch.optim.Adam(phase.params, lr=config.lr)
@@ -89,9 +93,9 @@ def train_phase(phase: Phase, stream: BatchStream, config: DistillConfig, ctx: C
             lr = learning_rate(config, state, phase.steps)
             action = ("stopped at the last good state" if stop
                       else f"restored the last good state, learning rate x0.1 (now {lr:.2g})")
-            events.append({"phase": phase.name, "step": state.step,
-                           "loss": value if math.isfinite(value) else str(value), "action": action})
-            say(f"{phase.name}: loss {value:.4g} at step {state.step} (first {state.first_loss:.4g}): {action}")
+            events.append(GuardEvent(phase.name, state.step, value if math.isfinite(value) else str(value), action))
+            log.warning("%s: loss %.4g at step %d (first %.4g): %s", phase.name, value, state.step,
+                        state.first_loss, action)
             if stop:
                 state.step = phase.steps
                 break

@@ -10,9 +10,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader
 
-from ..data import ClassificationData, TensorImageDataset
-from ..data.datasets import worker_errors
-from ..training import augment_batch
+from ..data import ClassificationData, TensorImageDataset, augment_batch, worker_errors
 from .distributed import Context
 
 AUGMENT_PADDING = 2

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..formats import TensorizedConv2d
+from ..formats import TensorizedLayer
 
 NORMS = (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
 
@@ -84,7 +84,7 @@ def call_order(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[list
 def find_units(model: nn.Module, input_size: tuple[int, int, int], unit: str = "layer") -> list[Unit]:
     order, fed = call_order(model, input_size)
     modules = dict(model.named_modules())
-    layers = [n for n in order if isinstance(modules[n], TensorizedConv2d)]
+    layers = [n for n in order if isinstance(modules[n], TensorizedLayer)]
 
     def norm_after(name: str) -> str | None:
         nxt = fed.get(name)

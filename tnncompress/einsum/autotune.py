@@ -10,55 +10,14 @@ any plan.
 from __future__ import annotations
 
 import copy
-import time
 
 import torch
 
+from ..timing import interleaved_medians
 from . import paths
 
 MEMORY_FACTOR = 8  # a candidate may hold at most this many times the leanest candidate's largest intermediate
 MEMORY_FLOOR = 1 << 24  # ... or this many elements, whichever is larger
-
-
-def median_seconds(fn, min_time: float = 0.1, max_reps: int = 25) -> float:
-    """Median wall time of `fn` after warm-up (synchronising CUDA), over at least 3 runs."""
-    t0 = time.perf_counter()
-    fn()  # warm-up: allocator, oneDNN primitive creation, CUDA kernels
-    if time.perf_counter() - t0 < 0.2:
-        fn()  # cheap enough for a second warm-up and more repetitions
-        min_reps = 5
-    else:
-        min_reps = 3
-    times = []
-    start = time.perf_counter()
-    while len(times) < min_reps or (time.perf_counter() - start < min_time and len(times) < max_reps):
-        t0 = time.perf_counter()
-        fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
-
-
-def interleaved_medians(runs: dict, min_time: float = 0.2, max_rounds: int = 25, min_rounds: int = 5
-                        ) -> dict[str, float]:
-    """Median time of each candidate, timed round-robin so that the machine's drift (other processes,
-    clock changes) hits every candidate alike instead of favouring whichever ran in a quiet moment."""
-    for fn in runs.values():  # warm-up
-        fn()
-    times = {name: [] for name in runs}
-    start = time.perf_counter()
-    rounds = 0
-    while rounds < min_rounds or (time.perf_counter() - start < min_time and rounds < max_rounds):
-        for name, fn in runs.items():
-            t0 = time.perf_counter()
-            fn()
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - t0)
-        rounds += 1
-    return {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
 
 
 def fastest_path(expr, backward: bool, device, dtype) -> tuple[list[tuple[int, int]], dict[str, float]]:

@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
 from . import paths
 from .atomic import CompiledStep, compile_step
+from .autotune import fastest_path
 from .geometry import resolve
 from .network import Network
 from .parser import Expression, ExpressionError, mode_sizes, parse
@@ -60,8 +61,6 @@ class ConvEinsumExpression:
         self.rebuild_flops = paths.path_cost(net, paths.rebuild_path(net))[0]
         self.timings: dict[str, float] = {}
         if optimize == "measure":
-            from .autotune import fastest_path
-
             path, self.timings = fastest_path(self, backward, device, dtype)
         else:
             path = paths.find_path(net, optimize, backward)

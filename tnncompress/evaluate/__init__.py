@@ -1,6 +1,7 @@
-"""Evaluation: accuracy, NLL and calibration of a classifier on a dataset."""
+"""The evaluation stage: accuracy, NLL and calibration of a classifier on a dataset."""
 
+from .config import EvaluateConfig
 from .loop import check_compatible, evaluate, output_classes
-from .metrics import ClassificationMetrics
+from .metrics import ClassificationMetrics, Metrics
 
-__all__ = ["ClassificationMetrics", "check_compatible", "evaluate", "output_classes"]
+__all__ = ["ClassificationMetrics", "EvaluateConfig", "Metrics", "check_compatible", "evaluate", "output_classes"]

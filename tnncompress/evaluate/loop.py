@@ -7,21 +7,21 @@ from torch import nn
 
 from ..data import ClassificationData, iterate_batches
 from ..errors import DataError, NumericalError
-from ..inspect.layers import forward_probe
+from ..inspect import forward_probe
 from ..progress import progress_bar
-from .metrics import ClassificationMetrics
+from .metrics import ClassificationMetrics, Metrics
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: ClassificationData, batch_size: int = 256,
              device: str | torch.device = "cpu", limit: int | None = None,
-             show_progress: bool = True, description: str = "evaluating") -> dict:
-    """Return {samples, top1, top5, nll, ece, synthetic} of `model` on `data`."""
+             description: str = "evaluating") -> Metrics:
+    """Top-1, top-5, NLL and ECE of `model` on (the first `limit` samples of) `data`."""
     model.eval().to(device)
     check_compatible(model, data)
     metrics = ClassificationMetrics()
     total = len(data) if limit is None else min(limit, len(data))
-    with progress_bar(description, total=total, enabled=show_progress) as advance:
+    with progress_bar(description, total=total) as advance:
         seen = 0
         for images, labels in iterate_batches(data, batch_size, limit=limit):
             logits = model(images.to(device))
@@ -33,9 +33,7 @@ def evaluate(model: nn.Module, data: ClassificationData, batch_size: int = 256,
             metrics.update(logits, labels)
             seen += labels.shape[0]
             advance(labels.shape[0])
-    result = metrics.result()
-    result["synthetic"] = data.synthetic
-    return result
+    return metrics.result(synthetic=data.synthetic)
 
 
 def output_classes(model: nn.Module, input_size: tuple[int, int, int]) -> int:

@@ -6,8 +6,20 @@ weighted by the fraction of samples in the bin.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+
+@dataclass
+class Metrics:
+    samples: int
+    top1: float
+    top5: float
+    nll: float  # mean negative log-likelihood (nats)
+    ece: float  # expected calibration error, 15 equal-width bins
+    synthetic: bool = False  # on random data: not accuracies
 
 
 class ClassificationMetrics:
@@ -45,7 +57,6 @@ class ClassificationMetrics:
         gap = (self.bin_correct - self.bin_confidence).abs()
         return float(gap.sum() / self.count)
 
-    def result(self) -> dict:
+    def result(self, synthetic: bool = False) -> Metrics:
         n = max(self.count, 1)
-        return {"samples": self.count, "top1": self.top1 / n, "top5": self.top5 / n,
-                "nll": self.nll / n, "ece": self.ece()}
+        return Metrics(self.count, self.top1 / n, self.top5 / n, self.nll / n, self.ece(), synthetic)

@@ -16,24 +16,32 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..errors import CheckpointError, UntrustedCheckpointError, UsageError, brief
-from ..formats import KernelShape, Tensorization, TensorizedConv2d
-from ..io.arch import arch_from_file, build_model, check_arch_kwargs, check_fits, load_into
-from ..io.checkpoint import read_checkpoint, save_state_dict
-from ..io.files import inside, read_json
+from ..errors import CheckpointError, UntrustedCheckpointError, UsageError, brief, opt
+from ..formats import KernelShape, Tensorization, TensorizedConv2d, TensorizedLayer, TensorizedLinear
+from ..io import (
+    arch_from_file,
+    build_model,
+    check_arch_kwargs,
+    check_fits,
+    inside,
+    load_into,
+    read_checkpoint,
+    read_json,
+    save_state_dict,
+)
 from .deploy import tensorized_inputs
 
 STRUCTURE_SCHEMA = 1
 WEIGHTS, STRUCTURE = "model.safetensors", "structure.json"
 
 
-def layer_record(name: str, layer: TensorizedConv2d, input_shape: tuple[int, ...] | None = None) -> dict:
+def layer_record(name: str, layer: TensorizedLayer, input_shape: tuple[int, ...] | None = None) -> dict:
     record = {"name": name, "format": layer.format.name, "shape": asdict(layer.shape),
               "tensorization": layer.tensorization.to_dict() if layer.tensorization else None,
               "ranks": layer.ranks, "stride": list(layer.stride),
               "padding": layer.padding if isinstance(layer.padding, str) else list(layer.padding),
               "dilation": list(layer.dilation), "padding_mode": layer.padding_mode,
-              "bias": layer.bias is not None, "linear": layer.linear, "optimize": layer.optimize,
+              "bias": layer.bias is not None, "linear": isinstance(layer, TensorizedLinear), "optimize": layer.optimize,
               "expression": layer.expression}
     if input_shape is not None:
         expr = layer.plan_for(input_shape)
@@ -46,10 +54,10 @@ def write_compressed(directory: Path, model: nn.Module, arch: str, arch_kwargs: 
                      input_size: tuple[int, int, int], metadata: dict | None = None) -> dict:
     """Write model.safetensors and structure.json into `directory`; returns the structure."""
     if arch.startswith("pickled"):
-        raise UsageError("a model loaded from a pickled module cannot be saved for load(): pass --arch "
+        raise UsageError(f"a model loaded from a pickled module cannot be saved for load(): pass {opt('arch')} "
                          "with a state-dict checkpoint instead")
     inputs = tensorized_inputs(model, input_size)
-    layers = [layer_record(n, m, inputs.get(n)) for n, m in model.named_modules() if isinstance(m, TensorizedConv2d)]
+    layers = [layer_record(n, m, inputs.get(n)) for n, m in model.named_modules() if isinstance(m, TensorizedLayer)]
     structure = {"schema": STRUCTURE_SCHEMA, "tnncompress_version": __version__, "arch": arch,
                  "arch_kwargs": arch_kwargs, "input_size": list(input_size), "layers": layers, **(metadata or {})}
     directory.mkdir(parents=True, exist_ok=True)
@@ -63,17 +71,19 @@ def write_compressed(directory: Path, model: nn.Module, arch: str, arch_kwargs: 
 OPTIMIZE = ("optimal", "measure", "naive", "rebuild", "greedy")
 
 
-def _layer_from_record(record: dict) -> TensorizedConv2d:
+def _layer_from_record(record: dict) -> TensorizedLayer:
     tz = record.get("tensorization")
     if record.get("optimize", "optimal") not in OPTIMIZE:
         raise ValueError(f"optimize {brief(record.get('optimize'))} is not one of {', '.join(OPTIMIZE)}")
+    common = dict(fmt=record["format"], shape=KernelShape(**record["shape"]), ranks=record["ranks"],
+                  tensorization=Tensorization(tuple(tz["out_modes"]), tuple(tz["in_modes"])) if tz else None,
+                  bias=record["bias"], optimize=record.get("optimize", "optimal"))
+    if record["linear"]:
+        return TensorizedLinear(**common)
     return TensorizedConv2d(
-        record["format"], KernelShape(**record["shape"]), record["ranks"],
-        Tensorization(tuple(tz["out_modes"]), tuple(tz["in_modes"])) if tz else None,
-        stride=tuple(record["stride"]),
+        **common, stride=tuple(record["stride"]), dilation=tuple(record["dilation"]),
         padding=record["padding"] if isinstance(record["padding"], str) else tuple(record["padding"]),
-        dilation=tuple(record["dilation"]), padding_mode=record["padding_mode"], bias=record["bias"],
-        linear=record["linear"], optimize=record.get("optimize", "optimal"))
+        padding_mode=record["padding_mode"])
 
 
 def _own_file(directory: Path, name: str) -> Path:

@@ -11,13 +11,13 @@ chain is chosen when its plan needs less than `CHAIN_MARGIN` of the dense layer'
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ..einsum.autotune import interleaved_medians
-from ..formats import TensorizedConv2d
+from ..formats import TensorizedLayer, TensorizedLinear
+from ..timing import interleaved_medians
 
 CHAIN_MARGIN = 0.8  # the chain is used when its FLOPs are below this fraction of the dense layer's
 FORMS = ("auto", "flops", "dense", "factors")
@@ -32,12 +32,9 @@ class DeployChoice:
     ms_dense: float | None = None  # measured ("auto" only)
     ms_factors: float | None = None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def tensorized_inputs(model: nn.Module, input_size: tuple[int, int, int], batch: int = 1) -> dict[str, tuple]:
-    """The input shape each TensorizedConv2d of `model` sees for a batch of `batch` samples."""
+    """The input shape each tensorial layer of `model` sees for a batch of `batch` samples."""
     shapes: dict[str, tuple] = {}
 
     def record(name: str):
@@ -46,7 +43,7 @@ def tensorized_inputs(model: nn.Module, input_size: tuple[int, int, int], batch:
         return hook
 
     hooks = [m.register_forward_pre_hook(record(n)) for n, m in model.named_modules()
-             if isinstance(m, TensorizedConv2d)]
+             if isinstance(m, TensorizedLayer)]
     was_training = model.training
     try:
         with torch.no_grad():
@@ -58,13 +55,13 @@ def tensorized_inputs(model: nn.Module, input_size: tuple[int, int, int], batch:
     return shapes
 
 
-def dense_module(layer: TensorizedConv2d) -> nn.Module:
+def dense_module(layer: TensorizedLayer) -> nn.Module:
     """The nn.Conv2d (or nn.Linear) with the kernel the factors represent, rebuilt in float64."""
     with torch.no_grad():
         kernel = layer.format.rebuild([f.double() for f in layer.factors], layer.shape, layer.tensorization)
         kernel = kernel.to(layer.factors[0].dtype)
         s = layer.shape
-        if layer.linear:
+        if isinstance(layer, TensorizedLinear):
             dense = nn.Linear(s.in_channels, s.out_channels, bias=layer.bias is not None)
             dense.weight.copy_(kernel[:, :, 0, 0])
         else:
@@ -77,9 +74,9 @@ def dense_module(layer: TensorizedConv2d) -> nn.Module:
     return dense.to(device=kernel.device, dtype=kernel.dtype)
 
 
-def _dense_flops(layer: TensorizedConv2d, input_shape: tuple) -> int:
+def _dense_flops(layer: TensorizedLayer, input_shape: tuple) -> int:
     s = layer.shape
-    if layer.linear:
+    if isinstance(layer, TensorizedLinear):
         return 2 * (torch.Size(input_shape[:-1]).numel()) * s.in_channels * s.out_channels
     with torch.no_grad():  # the output size, from the geometry alone
         out = nn.functional.conv2d(torch.zeros(1, 1, *input_shape[-2:]), torch.zeros(1, 1, s.kh, s.kw),
@@ -88,7 +85,7 @@ def _dense_flops(layer: TensorizedConv2d, input_shape: tuple) -> int:
 
 
 @torch.inference_mode()
-def _time_forms(dense: nn.Module, frozen: TensorizedConv2d, shape: tuple) -> dict[str, float]:
+def _time_forms(dense: nn.Module, frozen: TensorizedLayer, shape: tuple) -> dict[str, float]:
     device = next(dense.parameters()).device
     x = torch.randn(shape, device=device)
     return interleaved_medians({"dense": lambda: dense(x), "factors": lambda: frozen(x)}, min_time=0.05,

@@ -11,16 +11,29 @@ import contextlib
 import io
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ExportError
+from ..errors import ExportError, opt
 
 OPSET = 17
 RTOL, ATOL = 1e-3, 1e-4
 INPUT, OUTPUT = "input", "logits"
+
+
+@dataclass
+class OnnxCheck:
+    """What the check of a graph found."""
+
+    checker: str  # onnx.checker's verdict
+    batches: list[int]  # compared at these batch sizes
+    max_abs_error: float  # the largest |onnxruntime - PyTorch| seen
+    rtol: float
+    atol: float
+    matches: bool
 
 
 def to_onnx(model: nn.Module, input_size: tuple[int, int, int], opset: int = OPSET) -> bytes:
@@ -39,7 +52,7 @@ def to_onnx(model: nn.Module, input_size: tuple[int, int, int], opset: int = OPS
         except Exception as exc:  # the exporter raises many types; its first line says what is unsupported
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"the model cannot be exported to ONNX ({first[:300]}); "
-                              "run with --no-onnx to skip the export") from None
+                              f"{opt('no_onnx')} skips the export") from None
     return buffer.getvalue()
 
 
@@ -60,7 +73,7 @@ def session(graph: bytes):
 
 
 def verify(graph: bytes, model: nn.Module, input_size: tuple[int, int, int], batches=(1, 3), seed: int = 0,
-           rtol: float = RTOL, atol: float = ATOL) -> dict:
+           rtol: float = RTOL, atol: float = ATOL) -> OnnxCheck:
     """Check the graph and compare onnxruntime with `model`; returns the worst errors seen."""
     import onnx
 
@@ -88,9 +101,8 @@ def verify(graph: bytes, model: nn.Module, input_size: tuple[int, int, int], bat
         diff = np.abs(got - expected)
         worst_abs = max(worst_abs, float(diff.max()))
         worst_excess = max(worst_excess, float((diff - (atol + rtol * np.abs(expected))).max()))
-    result = {"checker": "passed", "batches": list(batches), "max_abs_error": worst_abs, "rtol": rtol,
-              "atol": atol, "matches": worst_excess <= 0}
-    if not result["matches"]:
+    result = OnnxCheck("passed", list(batches), worst_abs, rtol, atol, worst_excess <= 0)
+    if not result.matches:
         raise ExportError(f"onnxruntime differs from PyTorch by up to {worst_abs:.3g} "
                           f"(allowed: atol {atol} + rtol {rtol} x |value|)")
     return result

@@ -6,8 +6,8 @@
 
 from . import cp, svd, tr, tt, tucker  # noqa: F401  (registers the formats)
 from .base import Format, KernelShape, Ranks, get_format, list_formats
-from .layer import TensorizedConv2d
-from .tensorize import Tensorization, balanced_factors, tensorize
+from .layer import TensorizedConv2d, TensorizedLayer, TensorizedLinear, planned
+from .tensorize import Tensorization, balanced_factors, interleave, tensorize
 
-__all__ = ["Format", "KernelShape", "Ranks", "TensorizedConv2d", "Tensorization", "balanced_factors", "get_format",
-           "list_formats", "tensorize"]
+__all__ = ["Format", "KernelShape", "Ranks", "TensorizedConv2d", "TensorizedLayer", "TensorizedLinear", "Tensorization",
+           "balanced_factors", "get_format", "interleave", "list_formats", "planned", "tensorize"]

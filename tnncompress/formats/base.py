@@ -19,6 +19,7 @@ from operator import mul
 
 import torch
 
+from ..decompose import Decomposer, get_decomposer
 from ..einsum import contract_expression, conv_einsum
 from .tensorize import Tensorization
 
@@ -73,9 +74,10 @@ class Format(ABC):
         even the smallest ranks do not."""
 
     @abstractmethod
-    def initialise_group(self, kernel: torch.Tensor, tz: Tensorization | None, ranks: Ranks,
-                         seed: int) -> list[torch.Tensor]:
-        """Layer-Decomp of one group's kernel [T, S, kh, kw] (float64): the factors, in `terms` order."""
+    def initialise_group(self, kernel: torch.Tensor, tz: Tensorization | None, ranks: Ranks, seed: int,
+                         dec: Decomposer) -> list[torch.Tensor]:
+        """Layer-Decomp of one group's kernel [T, S, kh, kw] (float64) by the decompositions of `dec`:
+        the factors, in `terms` order."""
 
     def rank_caps(self, shape: KernelShape, tz: Tensorization | None) -> dict[str, int]:
         """Ranks beyond which a factor gains nothing (none by default)."""
@@ -162,12 +164,13 @@ class Format(ABC):
         kernel = conv_einsum(self.kernel_expression(shape, tz), *factors, weights_only=True)
         return kernel.reshape(shape.out_channels, shape.in_channels, shape.kh, shape.kw)
 
-    def initialise(self, kernel: torch.Tensor, shape: KernelShape, tz, ranks: Ranks, seed: int = 0
-                   ) -> list[torch.Tensor]:
+    def initialise(self, kernel: torch.Tensor, shape: KernelShape, tz, ranks: Ranks, seed: int = 0,
+                   decomposer: str = "native") -> list[torch.Tensor]:
         """Layer-Decomp of a whole (possibly grouped) kernel, in float64; factors in `terms` order."""
         kernel = kernel.detach().to(torch.float64)
         groups = kernel.reshape(shape.groups, shape.t, shape.in_channels, shape.kh, shape.kw)
-        per_group = [self.initialise_group(groups[i], tz, ranks, seed) for i in range(shape.groups)]
+        dec = get_decomposer(decomposer)
+        per_group = [self.initialise_group(groups[i], tz, ranks, seed, dec) for i in range(shape.groups)]
         if shape.groups == 1:
             factors = per_group[0]
         else:

@@ -12,8 +12,8 @@ Rank rule: the one rank R, as large as the budget allows.
 
 from __future__ import annotations
 
-from ..decompose import cp_als
 from .base import Format, KernelShape, register_format
+from .tensorize import interleave
 
 
 class CP(Format):
@@ -31,9 +31,9 @@ class CP(Format):
         r = budget // per_rank
         return {"r": r} if r >= 1 else None
 
-    def initialise_group(self, kernel, tz, ranks, seed):
-        result = cp_als(kernel.permute(1, 2, 3, 0).contiguous(), ranks["r"], seed=seed)  # modes s, h, w, t
-        return [f.T.contiguous() for f in result.factors]
+    def initialise_group(self, kernel, tz, ranks, seed, dec):
+        factors = dec.cp(kernel.permute(1, 2, 3, 0).contiguous(), ranks["r"], seed)  # modes s, h, w, t
+        return [f.T.contiguous() for f in factors]
 
 
 class MCP(CP):
@@ -44,13 +44,9 @@ class MCP(CP):
     def terms(self, tz):
         return [("r", f"t{i + 1}", f"s{i + 1}") for i in range(tz.m)] + [("r", "h", "w")]
 
-    def initialise_group(self, kernel, tz, ranks, seed):
+    def initialise_group(self, kernel, tz, ranks, seed, dec):
         m, (_t, _s, kh, kw) = tz.m, kernel.shape
-        k = kernel.reshape(*tz.out_modes, *tz.in_modes, kh, kw)
-        pairs = [d for i in range(m) for d in (i, m + i)] + [2 * m, 2 * m + 1]  # t1 s1 t2 s2 ... h w
-        k = k.permute(pairs).reshape(*(to * si for to, si in zip(tz.out_modes, tz.in_modes, strict=True)),
-                                     kh * kw)
-        factors = cp_als(k.contiguous(), ranks["r"], seed=seed).factors
+        factors = dec.cp(interleave(kernel, tz, first="t").contiguous(), ranks["r"], seed)
         r = ranks["r"]
         out = [f.T.reshape(r, to, si) for f, to, si in zip(factors[:m], tz.out_modes, tz.in_modes, strict=True)]
         return out + [factors[m].T.reshape(r, kh, kw)]

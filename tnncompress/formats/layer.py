@@ -1,8 +1,9 @@
-"""TensorizedConv2d: a convolution (or linear) layer whose kernel is held as a format's factors.
+"""Tensorial layers: a convolution or a linear layer whose kernel is held as a format's factors.
 
-It carries the replaced layer's stride, padding (including padding modes), dilation, groups and bias
-exactly, and evaluates the factors with conv_einsum (planned once per input shape). A linear layer is the
-1x1 case: its input [B, S] is viewed as [B, S, 1, 1].
+`TensorizedLayer` holds the factors and evaluates them with conv_einsum, planned once per input shape.
+`TensorizedConv2d` carries the replaced convolution's stride, padding (padding modes included),
+dilation, groups and bias exactly; `TensorizedLinear` is the 1x1 case on a 1x1 map, its input [B, S]
+viewed as [B, S, 1, 1]. `TensorizedLayer.from_layer` replaces either, initialised by Layer-Decomp.
 """
 
 from __future__ import annotations
@@ -15,16 +16,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..einsum import contract_expression
-from ..einsum.bound import BoundExpression
+from ..einsum import BoundExpression, contract_expression
 from .base import Format, KernelShape, Ranks, get_format
 from .tensorize import Tensorization, tensorize
 
 
-class TensorizedConv2d(nn.Module):
+class TensorizedLayer(nn.Module):
+    """The factors of a kernel [out_channels, in_channels / groups, kh, kw] and their evaluation."""
+
     def __init__(self, fmt: str | Format, shape: KernelShape, ranks: Ranks, tensorization: Tensorization | None = None,
-                 stride=(1, 1), padding=(0, 0), dilation=(1, 1), padding_mode: str = "zeros", bias: bool = False,
-                 linear: bool = False, optimize: str = "optimal", dtype: torch.dtype | None = None):
+                 bias: bool = False, optimize: str = "optimal", dtype: torch.dtype | None = None):
         super().__init__()
         self.format = get_format(fmt) if isinstance(fmt, str) else fmt
         if self.format.reshaped and tensorization is None:
@@ -32,10 +33,6 @@ class TensorizedConv2d(nn.Module):
         self.shape = shape
         self.tensorization = tensorization if self.format.reshaped else None
         self.ranks = self.format.normalise_ranks(shape, self.tensorization, dict(ranks))
-        self.stride, self.dilation = tuple(stride), tuple(dilation)
-        self.padding = padding if isinstance(padding, str) else tuple(padding)
-        self.padding_mode = padding_mode
-        self.linear = linear
         self.optimize = optimize
         self.expression = self.format.expression(shape, self.tensorization)
         self.factors = nn.ParameterList(
@@ -47,24 +44,31 @@ class TensorizedConv2d(nn.Module):
         self._in_view = ((shape.groups,) if shape.groups > 1 else ()) + tuple(sizes[m] for m in in_modes)
         self.bound: BoundExpression | None = None  # set by freeze()
 
+    # geometry of the convolution the factors compute (a linear layer: 1x1, stride 1, no padding)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] | str = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    padding_mode = "zeros"
+
     @classmethod
     def from_layer(cls, layer: nn.Conv2d | nn.Linear, fmt: str | Format, ranks: Ranks,
-                   tensorization: Tensorization | None = None, seed: int = 0) -> TensorizedConv2d:
-        """Replace `layer`, initialising the factors by Layer-Decomp of its kernel (in float64)."""
-        linear = isinstance(layer, nn.Linear)
+                   tensorization: Tensorization | None = None, seed: int = 0,
+                   decomposer: str = "native") -> TensorizedLayer:
+        """Replace `layer` by a TensorizedConv2d or TensorizedLinear, initialising the factors by
+        Layer-Decomp of its kernel (in float64, by the named decomposer)."""
         weight = layer.weight.detach()
-        if linear:
+        if isinstance(layer, nn.Linear):
+            shape = KernelShape(weight.shape[0], weight.shape[1], 1, 1)
+            module: TensorizedLayer = TensorizedLinear(fmt, shape, ranks, tensorization, bias=layer.bias is not None,
+                                                       dtype=weight.dtype)
             weight = weight[:, :, None, None]
-            geometry = dict(stride=(1, 1), padding=(0, 0), dilation=(1, 1), padding_mode="zeros")
-            groups = 1
         else:
-            geometry = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
-                            padding_mode=layer.padding_mode)
-            groups = layer.groups
-        shape = KernelShape(weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3], groups)
-        module = cls(fmt, shape, ranks, tensorization, bias=layer.bias is not None, linear=linear,
-                     dtype=weight.dtype, **geometry)
-        factors = module.format.initialise(weight, shape, module.tensorization, module.ranks, seed=seed)
+            shape = KernelShape(*weight.shape, layer.groups)
+            module = TensorizedConv2d(fmt, shape, ranks, tensorization, stride=layer.stride, padding=layer.padding,
+                                      dilation=layer.dilation, padding_mode=layer.padding_mode,
+                                      bias=layer.bias is not None, dtype=weight.dtype)
+        factors = module.format.initialise(weight, shape, module.tensorization, module.ranks, seed=seed,
+                                           decomposer=decomposer)
         with torch.no_grad():
             for p, f in zip(module.factors, factors, strict=True):
                 p.copy_(f.to(p.dtype))
@@ -78,15 +82,13 @@ class TensorizedConv2d(nn.Module):
     def params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def _conv_input(self, input_shape: tuple[int, ...]) -> tuple[tuple[int, ...], object]:
+        """The [B, C, H, W] the factors see for an input of `input_shape`, and the padding they apply."""
+        return tuple(input_shape), self.padding
+
     def plan_for(self, input_shape: tuple[int, ...]):
-        """The conv_einsum plan this layer uses for an input of `input_shape` ([B, C, H, W] or [B, F])."""
-        if self.linear:
-            input_shape = (math.prod(input_shape[:-1]), input_shape[-1], 1, 1)
-        batch, _, h, w = input_shape
-        padding = self.padding
-        if self.padding_mode != "zeros" and self.padding not in ((0, 0), "valid"):
-            pads = self._explicit_pads()
-            h, w, padding = h + sum(pads[0]), w + sum(pads[1]), 0
+        """The conv_einsum plan this layer uses for an input of `input_shape`."""
+        (batch, _, h, w), padding = self._conv_input(input_shape)
         return self._plan((batch, *self._in_view, h, w), padding)
 
     def freeze(self, input_shape: tuple[int, ...]) -> None:
@@ -110,24 +112,8 @@ class TensorizedConv2d(nn.Module):
                                    optimize=self.optimize, backward=backward,
                                    device=self.factors[0].device, dtype=self.factors[0].dtype)
 
-    def _padded(self, x: torch.Tensor):
-        """Non-zero padding modes pad explicitly, as nn.Conv2d does; zero padding goes to conv_einsum."""
-        if self.padding_mode == "zeros" or self.padding == (0, 0) or self.padding == "valid":
-            return x, self.padding
-        flat = [v for lo_hi in reversed(self._explicit_pads()) for v in lo_hi]
-        return F.pad(x, flat, mode=self.padding_mode), 0
-
-    def _explicit_pads(self) -> list[tuple[int, int]]:
-        if isinstance(self.padding, str):  # "same" with a padding mode: pad as conv would, then valid
-            totals = [d * (k - 1) for d, k in zip(self.dilation, (self.shape.kh, self.shape.kw), strict=True)]
-            return [(t // 2, t - t // 2) for t in totals]
-        return [(p, p) for p in self.padding]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.linear:
-            lead = x.shape[:-1]
-            x = x.reshape(-1, x.shape[-1], 1, 1)
-        x, padding = self._padded(x)
+    def _apply_factors(self, x: torch.Tensor, padding) -> torch.Tensor:
+        """[B, C, H, W] -> [B, out_channels, H', W'], bias included."""
         if self.bound is not None:  # the deployment form: sizes fixed but the batch
             in_hw, out_hw = self._frozen_hw
             y = self.bound(x.reshape(-1, *self._in_view, *in_hw)).reshape(-1, self.shape.out_channels, *out_hw)
@@ -140,23 +126,70 @@ class TensorizedConv2d(nn.Module):
             y = y.reshape(batch, self.shape.out_channels, y.shape[-2], y.shape[-1])
         if self.bias is not None:
             y = y + self.bias[:, None, None]
-        if self.linear:
-            y = y.reshape(-1, self.shape.out_channels) if len(lead) == 1 else y.reshape(*lead, self.shape.out_channels)
         return y
 
     def extra_repr(self) -> str:
         tz = self.tensorization
         tz = f", tensorization={tz.out_modes}x{tz.in_modes}" if tz else ""
         return (f"format={self.format.name}, shape={tuple(vars(self.shape).values())}, ranks={self.ranks}{tz}, "
-                f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
-                f"bias={self.bias is not None}, linear={self.linear}")
+                f"bias={self.bias is not None}")
+
+
+class TensorizedConv2d(TensorizedLayer):
+    def __init__(self, fmt: str | Format, shape: KernelShape, ranks: Ranks, tensorization: Tensorization | None = None,
+                 stride=(1, 1), padding=(0, 0), dilation=(1, 1), padding_mode: str = "zeros", bias: bool = False,
+                 optimize: str = "optimal", dtype: torch.dtype | None = None):
+        super().__init__(fmt, shape, ranks, tensorization, bias=bias, optimize=optimize, dtype=dtype)
+        self.stride, self.dilation = tuple(stride), tuple(dilation)
+        self.padding = padding if isinstance(padding, str) else tuple(padding)
+        self.padding_mode = padding_mode
+
+    def _explicit_pads(self) -> list[tuple[int, int]]:
+        if isinstance(self.padding, str):  # "same" with a padding mode: pad as conv would, then valid
+            totals = [d * (k - 1) for d, k in zip(self.dilation, (self.shape.kh, self.shape.kw), strict=True)]
+            return [(t // 2, t - t // 2) for t in totals]
+        return [(p, p) for p in self.padding]
+
+    def _pads_explicitly(self) -> bool:
+        """Non-zero padding modes pad explicitly, as nn.Conv2d does; zero padding goes to conv_einsum."""
+        return self.padding_mode != "zeros" and self.padding not in ((0, 0), "valid")
+
+    def _conv_input(self, input_shape):
+        if not self._pads_explicitly():
+            return tuple(input_shape), self.padding
+        batch, c, h, w = input_shape
+        pads = self._explicit_pads()
+        return (batch, c, h + sum(pads[0]), w + sum(pads[1])), 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padding = self.padding
+        if self._pads_explicitly():
+            x = F.pad(x, [v for lo_hi in reversed(self._explicit_pads()) for v in lo_hi], mode=self.padding_mode)
+            padding = 0
+        return self._apply_factors(x, padding)
+
+    def extra_repr(self) -> str:
+        return (f"{super().extra_repr()}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
+                + (f", padding_mode={self.padding_mode}" if self.padding_mode != "zeros" else ""))
+
+
+class TensorizedLinear(TensorizedLayer):
+    """A linear layer [..., S] -> [..., T]: the factors applied as a 1x1 convolution to [N, S, 1, 1]."""
+
+    def _conv_input(self, input_shape):
+        return (math.prod(input_shape[:-1]), input_shape[-1], 1, 1), (0, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        y = self._apply_factors(x.reshape(-1, x.shape[-1], 1, 1), (0, 0))
+        return y.reshape(-1, self.shape.out_channels) if len(lead) == 1 else y.reshape(*lead, self.shape.out_channels)
 
 
 @contextlib.contextmanager
 def planned(model: nn.Module, optimize: str) -> Iterator[None]:
-    """Every TensorizedConv2d of `model` plans with `optimize` ("measure": timed candidates, which
+    """Every tensorial layer of `model` plans with `optimize` ("measure": timed candidates, which
     include rebuilding the dense kernel) inside the block, and as before after it."""
-    layers = [m for m in model.modules() if isinstance(m, TensorizedConv2d)]
+    layers = [m for m in model.modules() if isinstance(m, TensorizedLayer)]
     before = [m.optimize for m in layers]
     for m in layers:
         m.optimize = optimize

@@ -27,7 +27,7 @@ class SVD(Format):
         r = largest(range(1, cap + 1), lambda r: self.params(shape, tz, {"r": r}), budget)
         return None if r is None else {"r": r}
 
-    def initialise_group(self, kernel, tz, ranks, seed):
+    def initialise_group(self, kernel, tz, ranks, seed, dec):  # the truncated SVD is the optimum: no choice
         t, s, kh, kw = kernel.shape
         r = ranks["r"]
         u, sigma, vh = torch.linalg.svd(kernel.reshape(t, -1), full_matrices=False)

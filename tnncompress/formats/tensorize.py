@@ -64,3 +64,13 @@ def balanced_factors(n: int, m: int) -> tuple[int, ...]:
 def tensorize(out_channels: int, in_channels: int, m: int = 3) -> Tensorization:
     modes = max(1, min(m, prime_factor_count(out_channels), prime_factor_count(in_channels)))
     return Tensorization(balanced_factors(out_channels, modes), balanced_factors(in_channels, modes))
+
+
+def interleave(kernel, tz: Tensorization, first: str = "t"):
+    """A kernel [T, S, kh, kw] as the (m+1)-way tensor the reshaped formats decompose: one mode per
+    channel pair, (T_i S_i) (or (S_i T_i) with `first="s"`), then the filter (kh kw)."""
+    m, (_, _, kh, kw) = tz.m, kernel.shape
+    k = kernel.reshape(*tz.out_modes, *tz.in_modes, kh, kw)
+    pairs = [(i, m + i) if first == "t" else (m + i, i) for i in range(m)]
+    order = [d for pair in pairs for d in pair] + [2 * m, 2 * m + 1]
+    return k.permute(order).reshape(*(t * s for t, s in zip(tz.out_modes, tz.in_modes, strict=True)), kh * kw)

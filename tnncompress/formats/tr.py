@@ -9,8 +9,8 @@ as the budget allows (at most the largest mode size).
 
 from __future__ import annotations
 
-from ..decompose import tr_als
 from .base import Format, KernelShape, largest, register_format
+from .tensorize import interleave
 
 
 class TR(Format):
@@ -54,9 +54,9 @@ class TR(Format):
     def _ring(self, kernel, tz):
         return kernel.permute(1, 2, 3, 0)
 
-    def initialise_group(self, kernel, tz, ranks, seed):
+    def initialise_group(self, kernel, tz, ranks, seed, dec):
         ring = self._ring(kernel, tz).contiguous()
-        return self._split(tr_als(ring, [ranks[n] for n in self.rank_names(tz)], seed=seed).cores, kernel, tz)
+        return self._split(dec.tr(ring, [ranks[n] for n in self.rank_names(tz)], seed), kernel, tz)
 
     def _split(self, cores, kernel, tz):
         return cores
@@ -79,10 +79,7 @@ class MTR(TR):
         return (*(s * t for s, t in zip(tz.in_modes, tz.out_modes, strict=True)), dims[2] * dims[3])
 
     def _ring(self, kernel, tz):
-        m, (_, _, kh, kw) = tz.m, kernel.shape
-        k = kernel.reshape(*tz.out_modes, *tz.in_modes, kh, kw)
-        order = [d for i in range(m) for d in (m + i, i)] + [2 * m, 2 * m + 1]  # s1 t1 s2 t2 ... h w
-        return k.permute(order).reshape(self._ring_shape(tuple(kernel.shape), tz))
+        return interleave(kernel, tz, first="s")
 
     def _split(self, cores, kernel, tz):
         m, (_, _, kh, kw) = tz.m, kernel.shape

@@ -9,8 +9,9 @@ value (the smaller product of mode sizes on either side), as large as the budget
 
 from __future__ import annotations
 
-from ..decompose import max_tt_ranks, tt_svd
+from ..decompose import max_tt_ranks
 from .base import Format, KernelShape, largest, register_format
+from .tensorize import interleave
 
 
 class TT(Format):
@@ -51,8 +52,8 @@ class TT(Format):
         r = largest(range(1, top + 1), lambda r: self.params(shape, tz, self._ranks(shape, tz, r)), budget)
         return None if r is None else self._ranks(shape, tz, r)
 
-    def initialise_group(self, kernel, tz, ranks, seed):
-        cores = tt_svd(kernel.permute(1, 2, 3, 0).contiguous(), [ranks[n] for n in self.rank_names(tz)]).cores
+    def initialise_group(self, kernel, tz, ranks, seed, dec):
+        cores = dec.tt(kernel.permute(1, 2, 3, 0).contiguous(), [ranks[n] for n in self.rank_names(tz)])
         return [cores[0][0], cores[1], cores[2], cores[3][..., 0]]
 
 
@@ -72,12 +73,9 @@ class MTT(TT):
     def _train_shape(self, dims, tz):
         return (*(s * t for s, t in zip(tz.in_modes, tz.out_modes, strict=True)), dims[2] * dims[3])
 
-    def initialise_group(self, kernel, tz, ranks, seed):
+    def initialise_group(self, kernel, tz, ranks, seed, dec):
         m, (_, _, kh, kw) = tz.m, kernel.shape
-        k = kernel.reshape(*tz.out_modes, *tz.in_modes, kh, kw)
-        order = [d for i in range(m) for d in (m + i, i)] + [2 * m, 2 * m + 1]  # s1 t1 s2 t2 ... h w
-        k = k.permute(order).reshape(self._train_shape(tuple(kernel.shape), tz))
-        cores = tt_svd(k.contiguous(), [ranks[n] for n in self.rank_names(tz)]).cores
+        cores = dec.tt(interleave(kernel, tz, first="s").contiguous(), [ranks[n] for n in self.rank_names(tz)])
         out = []
         for i, core in enumerate(cores[:m]):
             r_in, _, r_out = core.shape

@@ -13,7 +13,6 @@ the largest alpha whose parameters fit the budget.
 
 from __future__ import annotations
 
-from ..decompose import hooi
 from .base import Format, KernelShape, largest, register_format
 
 
@@ -47,10 +46,10 @@ class TK(Format):
                         lambda a: self.params(shape, tz, _proportional(modes, a)), budget)
         return None if alpha is None else _proportional(modes, alpha)
 
-    def initialise_group(self, kernel, tz, ranks, seed):
-        result = hooi(kernel, {0: ranks["r2"], 1: ranks["r1"]}, seed=seed)
-        core = result.core.permute(1, 0, 2, 3)  # [r1, r2, h, w]
-        return [result.factors[1], core.contiguous(), result.factors[0].T.contiguous()]
+    def initialise_group(self, kernel, tz, ranks, seed, dec):
+        core, factors = dec.tucker(kernel, {0: ranks["r2"], 1: ranks["r1"]}, seed)
+        core = core.permute(1, 0, 2, 3)  # [r1, r2, h, w]
+        return [factors[1], core.contiguous(), factors[0].T.contiguous()]
 
 
 class MTK(TK):
@@ -70,14 +69,13 @@ class MTK(TK):
         return ({f"a{i + 1}": n for i, n in enumerate(tz.in_modes)}
                 | {f"c{i + 1}": n for i, n in enumerate(tz.out_modes)})
 
-    def initialise_group(self, kernel, tz, ranks, seed):
+    def initialise_group(self, kernel, tz, ranks, seed, dec):
         m, (_, _, kh, kw) = tz.m, kernel.shape
         k = kernel.reshape(*tz.out_modes, *tz.in_modes, kh, kw)
         modes = {i: ranks[f"c{i + 1}"] for i in range(m)} | {m + i: ranks[f"a{i + 1}"] for i in range(m)}
-        result = hooi(k, modes, seed=seed)
-        core = result.core.permute(*range(m, 2 * m), *range(m), 2 * m, 2 * m + 1)  # a.. c.. h w
-        return ([result.factors[m + i] for i in range(m)] + [result.factors[i] for i in range(m)]
-                + [core.contiguous()])
+        core, factors = dec.tucker(k, modes, seed)
+        core = core.permute(*range(m, 2 * m), *range(m), 2 * m, 2 * m + 1)  # a.. c.. h w
+        return [factors[m + i] for i in range(m)] + [factors[i] for i in range(m)] + [core.contiguous()]
 
 
 register_format(TK())

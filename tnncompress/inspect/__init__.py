@@ -1,5 +1,5 @@
 """Inspection: the layer inventory (shapes, parameters, FLOPs, compressibility) of a model."""
 
-from .layers import LayerInfo, layer_table, summarise
+from .layers import LayerInfo, forward_probe, layer_table, summarise
 
-__all__ = ["LayerInfo", "layer_table", "summarise"]
+__all__ = ["LayerInfo", "forward_probe", "layer_table", "summarise"]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .. import models as zoo
-from ..errors import CheckpointError, UntrustedCheckpointError, UsageError, brief
+from ..errors import CheckpointError, UntrustedCheckpointError, UsageError, brief, opt
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class ArchSpec:
         return self.name if self.source == "python" else f"{self.source}:{self.name}"
 
 
-def parse_arch(text: str, origin: str = "--arch") -> ArchSpec:
+def parse_arch(text: str, origin: str = opt("arch")) -> ArchSpec:
     """The architecture `text` names; `origin` says where it came from (an option, a file) in errors."""
     if not isinstance(text, str):
         raise UsageError(f"{origin} {brief(text)}: an architecture is a string")
@@ -96,11 +96,17 @@ def _constructor(spec: ArchSpec):
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise UsageError(f"--arch {spec.name}: cannot import {module_name} ({exc})") from None
+        raise UsageError(f"{opt('arch')} {spec.name}: cannot import {module_name} ({exc})") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise UsageError(f"--arch {spec.name}: {module_name} has no callable {attr!r}")
+        raise UsageError(f"{opt('arch')} {spec.name}: {module_name} has no callable {attr!r}")
     return factory
+
+
+def _base_kwargs(spec: ArchSpec) -> dict:
+    """What every call of the constructor passes: torchvision's builders are told to load no weights
+    (never download)."""
+    return {"weights": None} if spec.source == "torchvision" else {}
 
 
 def _accepts(fn, name: str) -> bool:
@@ -132,7 +138,7 @@ def _first_last(model: nn.Module) -> tuple[str | None, str | None]:
 def _kwargs_from_state(spec: ArchSpec, fn, state: dict[str, torch.Tensor]) -> dict:
     """Infer num_classes / in_channels from the state dict, for constructors that accept them."""
     kwargs: dict = {}
-    default = _instantiate(fn, {"weights": None} if spec.source == "torchvision" else {}, "meta")
+    default = _instantiate(fn, _base_kwargs(spec), "meta")
     first, last = _first_last(default)
     if last and f"{last}.weight" in state and _accepts(fn, "num_classes"):
         kwargs["num_classes"] = int(state[f"{last}.weight"].shape[0])
@@ -151,7 +157,7 @@ def build_model(spec: ArchSpec, state: dict[str, torch.Tensor] | None = None, de
     """Instantiate the architecture (no weights downloaded), with the constructor arguments `kwargs`,
     or those inferred from `state`."""
     fn = _constructor(spec)
-    call = {"weights": None} if spec.source == "torchvision" else {}
+    call = _base_kwargs(spec)
     if kwargs is not None:
         call.update(kwargs)
     elif state is not None:
@@ -207,7 +213,7 @@ def candidate_specs() -> list[ArchSpec]:
 def _meta_fits(spec: ArchSpec, state: dict[str, torch.Tensor]) -> bool:
     fn = _constructor(spec)
     try:
-        kwargs = {"weights": None} if spec.source == "torchvision" else {}
+        kwargs = _base_kwargs(spec)
         kwargs.update(_kwargs_from_state(spec, fn, state))
         model = _instantiate(fn, kwargs, "meta")
     except Exception:
@@ -233,7 +239,7 @@ def detect_arch(state: dict[str, torch.Tensor]) -> list[ArchSpec]:
 def _meta_keys(spec: ArchSpec) -> frozenset[str] | None:
     try:
         fn = _constructor(spec)
-        model = _instantiate(fn, {"weights": None} if spec.source == "torchvision" else {}, "meta")
+        model = _instantiate(fn, _base_kwargs(spec), "meta")
         return frozenset(model.state_dict())
     except Exception:
         return None
@@ -252,16 +258,17 @@ def resolve_arch(arch: str | None, state: dict[str, torch.Tensor], metadata: dic
     Returns the spec and a sentence saying how it was chosen (shown to the user, kept in reports).
     """
     if arch:
-        return parse_arch(arch), "given by --arch"
+        return parse_arch(arch), "given by the arch option"
     if metadata and metadata.get("arch"):
         spec = arch_from_file(metadata["arch"], f"{source}: its metadata", trust,
-                              "pass --trust-checkpoint if you trust the file, or --arch to name the architecture")
+                              f"pass {opt('trust_checkpoint')} if you trust the file, or {opt('arch')} to name the "
+                              "architecture")
         return spec, "read from the checkpoint's metadata"
     matches = detect_arch(state)
     if len(matches) == 1:
         return matches[0], f"detected from the state dict's keys and shapes: {matches[0]}"
     if not matches:
         raise CheckpointError("could not detect the architecture: the state dict matches no torchvision "
-                              "classification model and no tnncompress model; pass --arch")
+                              f"classification model and no tnncompress model; pass {opt('arch')}")
     raise CheckpointError("the state dict fits several architectures: "
-                          + ", ".join(map(str, matches)) + "; pass --arch to choose")
+                          + ", ".join(map(str, matches)) + f"; pass {opt('arch')} to choose")

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CheckpointError, NumericalError, UntrustedCheckpointError
+from ..errors import CheckpointError, NumericalError, UntrustedCheckpointError, opt
 from ..limits import check, inflate_allowance
 from .files import check_file
 
@@ -152,7 +152,7 @@ def _read_torch(path: Path, trust: bool) -> Checkpoint:
         if not trust:
             raise UntrustedCheckpointError(
                 f"{path} holds pickled Python objects (a whole model?), and unpickling can run arbitrary code; "
-                "re-save it as torch.save(model.state_dict(), path), or pass --trust-checkpoint if you trust "
+                f"re-save it as torch.save(model.state_dict(), path), or pass {opt('trust_checkpoint')} if you trust "
                 "its source") from None
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)

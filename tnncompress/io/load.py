@@ -9,7 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from .. import models as zoo
-from ..errors import UsageError, brief
+from ..errors import UsageError, brief, opt
 from ..limits import check
 from .arch import ArchSpec, arch_kwargs, build_model, load_into, resolve_arch
 from .checkpoint import Checkpoint, read_checkpoint
@@ -33,7 +33,7 @@ class LoadedModel:
                 "input_size": list(self.input_size), "notes": self.notes + self.checkpoint.notes}
 
 
-def parse_input_size(text: str, origin: str = "--input-size") -> tuple[int, int, int]:
+def parse_input_size(text: str, origin: str = opt("input_size")) -> tuple[int, int, int]:
     """C,H,W from `text`, bounded by the `input_elements` limit; `origin` names its source in errors."""
     try:
         dims = tuple(int(x) for x in str(text).replace("x", ",").split(","))
@@ -73,7 +73,7 @@ def load_model(path: str | Path, arch: str | None = None, trust: bool = False,
     notes = []
     if ckpt.kind == "module":
         if arch:
-            notes.append(f"--arch {arch} ignored: the checkpoint holds a whole module")
+            notes.append(f"arch {arch} ignored: the checkpoint holds a whole module")
         model, name, how, spec = ckpt.module, f"pickled {type(ckpt.module).__name__}", "whole module", None
         kwargs = {}
     else:

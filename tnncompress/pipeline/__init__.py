@@ -1,6 +1,7 @@
-"""The `run` pipeline: recipes (every option, versioned) and the stages threaded together."""
+"""The `run` pipeline: recipes (every option, declared once, versioned), the stages, and the atomic,
+locked output directory they write."""
 
-from .recipe import RECIPE_VERSION, Recipe, resolve
-from .run import RunResult, run
+from .recipe import OPTIONS, RECIPE_VERSION, STAGES, Recipe, read_recipe, resolve
+from .run import RunResult, default_out, run
 
-__all__ = ["RECIPE_VERSION", "Recipe", "RunResult", "resolve", "run"]
+__all__ = ["OPTIONS", "RECIPE_VERSION", "STAGES", "Recipe", "RunResult", "default_out", "read_recipe", "resolve", "run"]

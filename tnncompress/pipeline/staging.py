@@ -24,6 +24,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import shutil
 import socket
@@ -32,10 +33,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import TnncompressError, UsageError
-from ..io.files import inside
+from ..errors import TnncompressError, UsageError, opt
+from ..io import inside
 
 MARKERS = ("report.json", "structure.json")  # what a tnncompress output directory holds
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -78,18 +80,19 @@ def check_destination(final: Path, force: bool, inputs: Iterable[str | Path] = (
     for path in inputs:
         if path and os.path.exists(path) and inside(path, final):
             raise UsageError(f"output directory {final} holds {path}, an input of this run; "
-                             "choose another --out (--force would delete it)")
+                             f"choose another {opt('out')} ({opt('force')} would delete it)")
     if inside(os.getcwd(), final):
-        raise UsageError(f"output directory {final} holds the current directory; choose another --out")
+        raise UsageError(f"output directory {final} holds the current directory; choose another {opt('out')}")
     if not os.path.lexists(final):
         return
     if not final.is_dir():
         raise UsageError(f"output path {final} exists and is not a directory")
     if not force:
-        raise UsageError(f"output directory {final} exists; pass --force to replace it, or choose --out")
+        raise UsageError(f"output directory {final} exists; pass {opt('force')} to replace it, or choose "
+                         f"another {opt('out')}")
     if any(final.iterdir()) and not looks_like_output(final):
         raise UsageError(f"output directory {final} exists and is not a tnncompress output (it has no "
-                         f"{' or '.join(MARKERS)}); refusing to replace it even with --force")
+                         f"{' or '.join(MARKERS)}); refusing to replace it even with {opt('force')}")
 
 
 @contextlib.contextmanager
@@ -168,8 +171,7 @@ def _check_writable(ws: Workspace, needed_bytes: int) -> None:
 
 @contextlib.contextmanager
 def staged_directory(final: Path, force: bool = False, resumable: bool = False, resume: bool = False,
-                     inputs: Iterable[str | Path] = (), needed_bytes: int = 0,
-                     say=lambda _: None) -> Iterator[Workspace]:
+                     inputs: Iterable[str | Path] = (), needed_bytes: int = 0) -> Iterator[Workspace]:
     """Yield a Workspace whose `output` directory replaces `final` when the block succeeds."""
     final = destination(final)
     inputs = list(inputs)
@@ -183,8 +185,8 @@ def staged_directory(final: Path, force: bool = False, resumable: bool = False, 
         _remove_stale(final)
         if ws.root.exists():
             if ws.kept_state() and not (resume or force):
-                raise UsageError(f"an interrupted run is kept in {ws.root}: pass --resume to continue it, "
-                                 "or --force to start over")
+                raise UsageError(f"an interrupted run is kept in {ws.root}: pass {opt('resume')} to continue "
+                                 f"it, or {opt('force')} to start over")
             if not (resume and resumable and ws.kept_state()):
                 shutil.rmtree(ws.root)
         shutil.rmtree(ws.output, ignore_errors=True)  # a resumed run rewrites every output file
@@ -196,8 +198,8 @@ def staged_directory(final: Path, force: bool = False, resumable: bool = False, 
             _commit(ws)
         except BaseException as exc:
             if resumable and ws.kept_state():
-                say(f"the run stopped; its distillation state is kept in {ws.root}: run the same command with "
-                    "--resume to continue")
+                log.warning("the run stopped; its distillation state is kept in %s: run the same command with "
+                            "--resume to continue", ws.root)
             else:
                 shutil.rmtree(ws.root, ignore_errors=True)
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,

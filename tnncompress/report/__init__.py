@@ -1,8 +1,13 @@
-"""The report stage: report.json, report.md and the latency measurements behind them."""
+"""The report stage: the run's results as one typed document, written as report.json and report.md, and
+the latency measurements behind it."""
 
-from .build import REPORT_SCHEMA, build_report, layer_rows
-from .latency import measure_latency, slower_than_original
+from .build import build_report, layer_rows
+from .config import ReportConfig
+from .latency import RUNTIMES, Latency, LatencyEntry, measure_latency
 from .markdown import render_markdown
+from .model import REPORT_SCHEMA, Accuracy, Flops, LayerRow, OnnxReport, Params, RunReport, read_report
+from .write import write_report
 
-__all__ = ["REPORT_SCHEMA", "build_report", "layer_rows", "measure_latency", "render_markdown",
-           "slower_than_original"]
+__all__ = ["REPORT_SCHEMA", "RUNTIMES", "Accuracy", "Flops", "Latency", "LatencyEntry", "LayerRow", "OnnxReport",
+           "Params", "ReportConfig", "RunReport", "build_report", "layer_rows", "measure_latency", "read_report",
+           "render_markdown", "write_report"]

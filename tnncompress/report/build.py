@@ -1,4 +1,5 @@
-"""report.json: what a run did, per layer and for the whole model, and how to reproduce it."""
+"""The report of a run, assembled from the stages' results: per layer and for the whole model, with
+everything needed to reproduce it."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ from torch import nn
 from .. import __version__
 from ..compress import LayerChoice, LayerPlan, LayerResult
 from ..env import versions
-from ..export.deploy import DeployChoice
-
-REPORT_SCHEMA = 1
+from ..io import LoadedModel
+from .model import REPORT_SCHEMA, Accuracy, Flops, LayerRow, OnnxReport, Params, RunReport
 
 
 def _params(model: nn.Module) -> int:
@@ -17,65 +17,44 @@ def _params(model: nn.Module) -> int:
 
 
 def layer_rows(choices: list[LayerChoice], plans: list[LayerPlan], results: list[LayerResult],
-               deploy: list[DeployChoice]) -> list[dict]:
+               onnx: OnnxReport | None = None) -> list[LayerRow]:
     """One row per conv / linear layer of the model, compressed or not, in model order."""
     plans_by = {p.name: p for p in plans}
     results_by = {r.name: r for r in results}
-    deploy_by = {d.name: d for d in deploy}
+    deploy_by = {d.name: d for d in onnx.layers} if onnx is not None else {}
     rows = []
     for c in choices:
         info, plan = c.info, plans_by.get(c.info.name)
-        row = {"name": info.name, "kind": info.kind, "status": c.status, "reason": c.reason, "format": None,
-               "ranks": None, "tensorization": None, "params_original": info.params,
-               "params_compressed": info.params, "flops_original": info.flops, "flops_compressed": info.flops,
-               "rel_error": None, "seconds": None, "deploy_form": None}
+        row = LayerRow(info.name, info.kind, c.status, c.reason, info.params, info.params, info.flops, info.flops)
         if plan is not None:
-            row["format"] = plan.format
-            row["tensorization"] = plan.tensorization.to_dict() if plan.tensorization else None
+            row.format = plan.format
+            row.tensorization = plan.tensorization.to_dict() if plan.tensorization else None
             if plan.ranks is None:  # the rate cannot be met: the layer stays dense
-                row.update(status="skipped", reason=plan.reason)
+                row.status, row.reason = "skipped", plan.reason
             else:
                 result = results_by[info.name]
-                row.update(status="compressed", ranks=plan.ranks, params_compressed=plan.params_compressed,
-                           flops_compressed=plan.flops_compressed, rel_error=result.rel_error,
-                           seconds=result.seconds)
+                row.status, row.ranks = "compressed", plan.ranks
+                row.params_compressed, row.flops_compressed = plan.params_compressed, plan.flops_compressed
+                row.rel_error, row.seconds = result.rel_error, result.seconds
                 if info.name in deploy_by:
-                    row["deploy_form"] = deploy_by[info.name].form
+                    row.deploy_form = deploy_by[info.name].form
         rows.append(row)
     return rows
 
 
-def build_report(*, recipe: dict, loaded, original: nn.Module, compressed: nn.Module, rows: list[dict],
-                 accuracy: dict, latency: dict | None, onnx: dict, seconds: dict, warnings: list[str],
-                 distillation: dict | None = None) -> dict:
-    done = [r for r in rows if r["status"] == "compressed"]
-    comp_orig = sum(r["params_original"] for r in done)
-    comp_new = sum(r["params_compressed"] for r in done)
+def build_report(*, recipe, loaded: LoadedModel, original: nn.Module, compressed: nn.Module, rows: list[LayerRow],
+                 accuracy: Accuracy, seconds: dict[str, float], warnings: list[str], distillation=None,
+                 onnx: OnnxReport | None = None, latency=None) -> RunReport:
+    done = [r for r in rows if r.status == "compressed"]
+    comp_orig = sum(r.params_original for r in done)
+    comp_new = sum(r.params_compressed for r in done)
     p_orig, p_new = _params(original), _params(compressed)
-    return {
-        "schema": REPORT_SCHEMA,
-        "tnncompress_version": __version__,
-        "versions": versions(),
-        "format": recipe["format"],
-        "formats_used": sorted({r["format"] for r in done}),
-        "target_rate": recipe["rate"],
-        "rate_by": recipe["rate_by"],
-        "seed": recipe["seed"],
-        "model": loaded.describe(),
-        "input_size": list(loaded.input_size),
-        "params": {"original": p_orig, "compressed": p_new, "rate": p_new / p_orig,
-                   "compressible_original": comp_orig, "compressible_compressed": comp_new,
-                   "compressible_rate": comp_new / comp_orig if comp_orig else None},
-        "flops": {"original": sum(r["flops_original"] for r in rows),
-                  "compressed": sum(r["flops_compressed"] for r in rows),
-                  "note": "per sample at input_size, conv and linear layers, a multiply-add counted as 2"},
-        "layers_compressed": len(done),
-        "latency": latency,
-        "accuracy": accuracy,
-        "distillation": distillation,
-        "onnx": onnx,
-        "seconds": seconds,
-        "warnings": warnings,
-        "recipe": recipe,
-        "layers": rows,
-    }
+    return RunReport(
+        schema=REPORT_SCHEMA, tnncompress_version=__version__, versions=versions(), model=loaded.describe(),
+        input_size=list(loaded.input_size), format=recipe.compress.format,
+        formats_used=sorted({r.format for r in done}), target_rate=recipe.compress.rate,
+        rate_by=recipe.compress.rate_by, seed=recipe.seed,
+        params=Params(p_orig, p_new, p_new / p_orig, comp_orig, comp_new, comp_new / comp_orig if comp_orig else None),
+        flops=Flops(sum(r.flops_original for r in rows), sum(r.flops_compressed for r in rows)),
+        accuracy=accuracy, layers=rows, recipe=recipe.to_data(), seconds=seconds, warnings=warnings,
+        distillation=distillation, onnx=onnx, latency=latency)

@@ -7,17 +7,46 @@ median is kept. Times are wall-clock seconds per batch on the machine that ran, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 from torch import nn
 
-from ..einsum.autotune import interleaved_medians
-from ..export.onnx_graph import INPUT, OUTPUT, session
+from ..export import INPUT, OUTPUT, session
+from ..timing import interleaved_medians
+
+RUNTIMES = {"pytorch_cpu": "PyTorch CPU", "onnxruntime_cpu": "onnxruntime CPU", "pytorch_cuda": "PyTorch GPU"}
 
 
-def _entry(times: dict[str, float]) -> dict:
-    return {"original_ms": 1e3 * times["original"], "compressed_ms": 1e3 * times["compressed"],
-            "speedup": times["original"] / times["compressed"]}
+@dataclass
+class LatencyEntry:
+    original_ms: float
+    compressed_ms: float
+    speedup: float  # original / compressed
+
+
+@dataclass
+class Latency:
+    threads: int
+    unit: str = "milliseconds per batch (median)"
+    runtimes: dict[str, dict[str, LatencyEntry]] = field(default_factory=dict)  # runtime -> batch -> entry
+    cuda_device: str | None = None
+
+    def rows(self) -> list[tuple[str, str, LatencyEntry]]:
+        """(runtime, batch, entry) in a fixed order."""
+        return [(runtime, batch, entry) for runtime in RUNTIMES
+                for batch, entry in self.runtimes.get(runtime, {}).items()]
+
+    def slower_than_original(self) -> list[str]:
+        """One line per runtime and batch size where the compressed model is not faster."""
+        return [f"the compressed model is not faster on {RUNTIMES[runtime]} at batch {batch}: "
+                f"{e.compressed_ms:.2f} ms vs {e.original_ms:.2f} ms"
+                for runtime, batch, e in self.rows() if e.speedup < 1]
+
+
+def _entry(times: dict[str, float]) -> LatencyEntry:
+    return LatencyEntry(1e3 * times["original"], 1e3 * times["compressed"], times["original"] / times["compressed"])
 
 
 @torch.inference_mode()
@@ -28,43 +57,32 @@ def _torch_times(original: nn.Module, compressed: nn.Module, x: torch.Tensor, mi
 
 def measure_latency(original: nn.Module, compressed: nn.Module, original_graph: bytes | None,
                     compressed_graph: bytes | None, input_size: tuple[int, int, int], batches=(1, 32),
-                    min_time: float = 0.5, seed: int = 0) -> dict:
+                    min_time: float = 0.5, seed: int = 0) -> Latency:
     """Without graphs (no ONNX export), onnxruntime is left out."""
     generator = torch.Generator().manual_seed(seed)
     original, compressed = original.eval().cpu(), compressed.eval().cpu()
-    result: dict = {"threads": torch.get_num_threads(), "unit": "milliseconds per batch (median)",
-                    "pytorch_cpu": {}}
+    result = Latency(threads=torch.get_num_threads(), runtimes={"pytorch_cpu": {}})
     sessions = None
     if original_graph is not None and compressed_graph is not None:
         sessions = {"original": session(original_graph), "compressed": session(compressed_graph)}
-        result["onnxruntime_cpu"] = {}
+        result.runtimes["onnxruntime_cpu"] = {}
     for batch in batches:
         x = torch.randn(batch, *input_size, generator=generator)
-        result["pytorch_cpu"][str(batch)] = _entry(_torch_times(original, compressed, x, min_time))
+        result.runtimes["pytorch_cpu"][str(batch)] = _entry(_torch_times(original, compressed, x, min_time))
         if sessions is None:
             continue
         feed = {INPUT: x.numpy().astype(np.float32)}
         ort_times = interleaved_medians({name: (lambda s=s, feed=feed: s.run([OUTPUT], feed))
                                          for name, s in sessions.items()},
                                         min_time=min_time, max_rounds=20, min_rounds=3)
-        result["onnxruntime_cpu"][str(batch)] = _entry(ort_times)
+        result.runtimes["onnxruntime_cpu"][str(batch)] = _entry(ort_times)
     if torch.cuda.is_available():
-        result["pytorch_cuda"] = {"device": torch.cuda.get_device_name()}
+        result.cuda_device = torch.cuda.get_device_name()
+        result.runtimes["pytorch_cuda"] = {}
         gpu_original, gpu_compressed = original.cuda(), compressed.cuda()
         for batch in batches:
             x = torch.randn(batch, *input_size, generator=generator).cuda()
-            result["pytorch_cuda"][str(batch)] = _entry(_torch_times(gpu_original, gpu_compressed, x, min_time))
+            result.runtimes["pytorch_cuda"][str(batch)] = _entry(_torch_times(gpu_original, gpu_compressed, x,
+                                                                              min_time))
         original.cpu(), compressed.cpu()
     return result
-
-
-def slower_than_original(latency: dict) -> list[str]:
-    """One line per runtime and batch size where the compressed model is not faster."""
-    lines = []
-    names = {"pytorch_cpu": "PyTorch CPU", "onnxruntime_cpu": "onnxruntime CPU", "pytorch_cuda": "PyTorch GPU"}
-    for key, label in names.items():
-        for batch, entry in latency.get(key, {}).items():
-            if isinstance(entry, dict) and entry.get("speedup", 2) < 1:
-                lines.append(f"the compressed model is not faster on {label} at batch {batch}: "
-                             f"{entry['compressed_ms']:.2f} ms vs {entry['original_ms']:.2f} ms")
-    return lines

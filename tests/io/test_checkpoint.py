@@ -36,7 +36,7 @@ def test_wrapped_and_ddp_prefix(ckpt_dir, small_model):
 
 
 def test_pickled_module_refused_without_trust(ckpt_dir):
-    with pytest.raises(UntrustedCheckpointError, match="--trust-checkpoint"):
+    with pytest.raises(UntrustedCheckpointError, match="pass trust_checkpoint"):
         read_checkpoint(ckpt_dir / "module.pt")
 
 

@@ -42,21 +42,21 @@ def test_metrics_match_brute_force():
         m.update(logits[start:start + 50], labels[start:start + 50])
     got = m.result()
     ref = _reference(logits.double().tolist(), labels.tolist())
-    assert got["samples"] == 257
+    assert got.samples == 257
     for key in ("top1", "top5"):
-        assert got[key] == ref[key]
-    assert got["nll"] == pytest.approx(ref["nll"], rel=1e-12)
-    assert got["ece"] == pytest.approx(ref["ece"], rel=1e-12)
+        assert getattr(got, key) == ref[key]
+    assert got.nll == pytest.approx(ref["nll"], rel=1e-12)
+    assert got.ece == pytest.approx(ref["ece"], rel=1e-12)
 
 
 def test_perfectly_confident_and_right_is_calibrated():
     m = ClassificationMetrics()
     m.update(torch.eye(5) * 100, torch.arange(5))
     r = m.result()
-    assert r["top1"] == 1.0 and r["ece"] == pytest.approx(0.0, abs=1e-12) and r["nll"] < 1e-12
+    assert r.top1 == 1.0 and r.ece == pytest.approx(0.0, abs=1e-12) and r.nll < 1e-12
 
 
 def test_evaluate_counts_on_real_data(small_model):
     data = load_data("fashion-mnist", "test")
-    r = evaluate(small_model, data, batch_size=100, limit=300, show_progress=False)
-    assert r["samples"] == 300 and 0 <= r["top1"] <= r["top5"] <= 1 and not r["synthetic"]
+    r = evaluate(small_model, data, batch_size=100, limit=300)
+    assert r.samples == 300 and 0 <= r.top1 <= r.top5 <= 1 and not r.synthetic

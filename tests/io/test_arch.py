@@ -7,8 +7,7 @@ import torch
 import torchvision
 
 from tnncompress.errors import CheckpointError, UsageError
-from tnncompress.io import build_model, detect_arch, load_model, parse_arch
-from tnncompress.io.arch import ArchSpec
+from tnncompress.io import ArchSpec, build_model, detect_arch, load_model, parse_arch
 from tnncompress.models import create_model, registry
 
 
@@ -50,7 +49,7 @@ def test_ambiguous_detection_lists_candidates(tmp_path, monkeypatch):
 
 def test_undetectable(tmp_path):
     torch.save({"weird.weight": torch.zeros(3, 3)}, tmp_path / "w.pt")
-    with pytest.raises(CheckpointError, match="pass --arch"):
+    with pytest.raises(CheckpointError, match="pass arch"):
         load_model(tmp_path / "w.pt")
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tnncompress.data import iterate_batches, load_data, parse_spec
-from tnncompress.data import specs as specs_mod
+from tnncompress.data import sources as sources_mod
 from tnncompress.data.idx import IdxError, read_idx, write_idx
 from tnncompress.errors import DataError, UsageError
 
@@ -22,7 +22,7 @@ def test_parse_spec_forms(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("imagenet", "unknown dataset 'imagenet'"),
+    ("imagenet", "data 'imagenet': unknown dataset"),
     ("cifar10", "needs a directory"),
     ("cifar10:/no/such/dir", "not found"),
     ("fashion-mnist:/tmp", "takes no directory"),
@@ -54,7 +54,7 @@ def test_fashion_mnist_search_order(tmp_path, monkeypatch, mnist_dir):
     data = load_data("fashion-mnist", "test")
     assert "$TNNCOMPRESS_DATA" in data.source and len(data) == 20
     monkeypatch.delenv("TNNCOMPRESS_DATA")
-    monkeypatch.setattr(specs_mod, "SYSTEM_FASHION_MNIST", tmp_path / "absent")
+    monkeypatch.setattr(sources_mod, "SYSTEM_FASHION_MNIST", tmp_path / "absent")
     bundled = load_data("fashion-mnist", "train")
     assert bundled.source.startswith("fashion-mnist (bundled")
     assert len(bundled) == 10_000 and any("10k of 60k" in n for n in bundled.notes)
@@ -65,7 +65,7 @@ def test_fashion_mnist_search_order(tmp_path, monkeypatch, mnist_dir):
 
 def test_bundled_test_set_is_the_official_one():
     # The bundled test split must be byte-identical to the official test set it was copied from.
-    test = specs_mod._mnist_idx(specs_mod.BUNDLED_FASHION_MNIST, "test", specs_mod.FASHION_MNIST_STATS, "b")
+    test = sources_mod._mnist_idx(sources_mod.BUNDLED_FASHION_MNIST, "test", sources_mod.FASHION_MNIST_STATS, "b")
     x, y = test.dataset[0]
     assert x.shape == (1, 28, 28) and int(y) == 9  # the first official test image is an ankle boot
 

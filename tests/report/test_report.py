@@ -1,0 +1,79 @@
+"""The report stage: rows per layer from the plan, the typed report written as JSON and read back
+unchanged, and report.md rendering what the records hold."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tnncompress.compress import CompressConfig, LayerResult, plan_model, select_layers
+from tnncompress.evaluate import Metrics
+from tnncompress.export import DeployChoice, OnnxCheck
+from tnncompress.report import (
+    Accuracy,
+    Latency,
+    LatencyEntry,
+    OnnxReport,
+    build_report,
+    layer_rows,
+    read_report,
+    render_markdown,
+    write_report,
+)
+
+
+@pytest.fixture
+def report(small_model):
+    from tnncompress.io import LoadedModel
+    from tnncompress.io.checkpoint import Checkpoint
+    from tnncompress.pipeline import Recipe
+
+    choices = select_layers(small_model, (1, 28, 28), exclude=["fc1"])
+    plans = plan_model(small_model, choices, CompressConfig(format="cp", rate=0.02))
+    results = [LayerResult(p.name, 0.25, 0.5) for p in plans if p.ranks]
+    onnx = OnnxReport("model.onnx", 17, {"Conv": 9}, OnnxCheck("passed", [1, 3], 1e-6, 1e-3, 1e-4, True), 1, "flops",
+                      [DeployChoice(r.name, "factors", 10, 5) for r in results])
+    latency = Latency(threads=2, runtimes={"pytorch_cpu": {"1": LatencyEntry(2.0, 4.0, 0.5)},
+                                           "onnxruntime_cpu": {"1": LatencyEntry(2.0, 1.0, 2.0)}})
+    loaded = LoadedModel(small_model, "tnncompress:small_cnn", "given", Checkpoint("ckpt.pt", "state_dict"),
+                         (1, 28, 28))
+    accuracy = Accuracy("fashion-mnist", 100, Metrics(100, 0.9, 0.99, 0.3, 0.02), Metrics(100, 0.8, 0.97, 0.5, 0.04),
+                        0.8)
+    recipe = Recipe.of(checkpoint="ckpt.pt", format="cp", rate=0.02, exclude=["fc1"]).check()
+    return build_report(recipe=recipe, loaded=loaded, original=small_model, compressed=small_model,
+                        rows=layer_rows(choices, plans, results, onnx), accuracy=accuracy,
+                        seconds={"total": 1.5}, warnings=latency.slower_than_original(), onnx=onnx, latency=latency)
+
+
+def test_rows_say_what_happened_to_every_layer(report):
+    status = {r.name: (r.status, r.reason) for r in report.layers}
+    assert status["conv1"] == ("excluded", "first convolution (kept by default)")
+    assert status["fc1"] == ("excluded", "matches an exclude pattern")
+    assert status["fc2"][0] == "excluded"
+    # at 2%: conv2 (4,640 parameters) leaves 92 - 32 (bias) = 60 for CP ranks of 16+3+3+32 = 54 each: r=1;
+    # conv3 (18,496) leaves 369 - 64 = 305 for ranks of 102: r=2
+    compressed = [r for r in report.layers if r.status == "compressed"]
+    assert [(r.name, r.ranks, r.params_compressed) for r in compressed] == [("conv2", {"r": 1}, 86),
+                                                                            ("conv3", {"r": 2}, 268)]
+    assert compressed and all(r.deploy_form == "factors" and r.rel_error == 0.25 for r in compressed)
+    assert report.layers_compressed == len(compressed) and report.onnx.factor_layers == len(compressed)
+
+
+def test_json_round_trip_is_exact(report, tmp_path):
+    write_report(tmp_path, report)
+    back = read_report(tmp_path / "report.json")
+    assert back == report
+    doc = json.loads((tmp_path / "report.json").read_text())
+    assert doc["schema"] == 2 and doc["recipe"]["compress"]["format"] == "cp"
+    assert doc["latency"]["runtimes"]["onnxruntime_cpu"]["1"]["speedup"] == 2.0
+
+
+def test_markdown_renders_the_records(report):
+    md = render_markdown(report)
+    assert "| top-1 accuracy (fashion-mnist, 100 samples) | 90.00% | 80.00% | |" in md
+    assert "| onnxruntime_cpu | 1 | 2.00 | 1.00 | 2.00x |" in md
+    assert "the compressed model is not faster on PyTorch CPU at batch 1: 4.00 ms vs 2.00 ms" in md
+    assert "max |error| 1e-06" in md and f"layers as factor chains: {report.onnx.factor_layers}" in md
+    for row in report.layers:
+        assert f"| {row.name} | {row.status} |" in md

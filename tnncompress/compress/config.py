@@ -1,0 +1,22 @@
+"""What the compression stage is told: which layers, which format, and how many parameters (or FLOPs)."""
+
+from ..decompose import DECOMPOSERS
+from ..errors import UsageError, opt
+from ..formats import list_formats
+from ..options import Section, option
+from .ranks import RATE_BY
+
+
+class CompressConfig(Section, name="compress", title="Compression"):
+    format: str = option("mcp", "Tensorial format of the compressed layers.", short="-f", choices=tuple(list_formats()))
+    rate: float | None = option(None, "Kept share of each layer's parameters.", short="-r", above=0, maximum=1)
+    rate_by: str = option("params", "What the rate bounds.", choices=RATE_BY)
+    modes: int = option(3, "m, the number of channel modes of the reshaped formats.", minimum=1)
+    ranks: str | None = option(None, "Ranks file (YAML, JSON, or a report.json): formats and ranks per layer.")
+    decomposer: str = option("native", "Layer-Decomp by ours, or by TensorLy's.", choices=tuple(DECOMPOSERS))
+    include: list[str] = option([], "Compress only layers matching these globs (or re:REGEX).")
+    exclude: list[str] = option([], "Leave layers matching these globs (or re:REGEX) dense.")
+
+    def validate(self) -> None:
+        if self.rate is None and self.ranks is None:
+            raise UsageError(f"give {opt('rate')} (e.g. 0.05) or a {opt('ranks')} file")

@@ -1,0 +1,68 @@
+"""What a distillation run reports: its budget, each phase, the accuracy curve and the guard's events.
+
+These records are the report's `distillation` section. A checkpoint carries them alongside (not as)
+the training state, so that a resumed run reports the whole run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Budget:
+    steps: int  # updates of the main phase(s)
+    finetune_steps: int
+    batch_size: int
+    epochs: float  # the main budget as passes over the training set
+
+
+@dataclass
+class CurvePoint:
+    after: str  # "layer_decomp", a phase name, or "E2E-KD step N"
+    updates: int  # gradient updates so far
+    top1: float | None = None  # on `samples` test samples (none without test data, or off rank 0)
+    samples: int | None = None
+
+
+@dataclass
+class PhaseRecord:
+    phase: str
+    kind: str  # "seq", "e2e" or "finetune"
+    steps: int
+    trained_params: int
+    first_loss: float | None
+    mean_loss: float
+    interval_losses: list[float]
+    seconds: float  # in training steps
+    images_per_s: float
+    lr_reductions: int
+    wall_seconds: float  # the phase as a whole, evaluations and checkpoints included
+    unit: str | None = None  # Seq-KD: the unit, its layers and norms
+    layers: list[str] | None = None
+    norms: list[str] | None = None
+
+
+@dataclass
+class GuardEvent:
+    phase: str
+    step: int
+    loss: float | str  # "nan" / "inf" as text (JSON has no such numbers)
+    action: str
+
+    def describe(self) -> str:
+        return f"{self.phase}: loss {self.loss} at step {self.step}: {self.action}"
+
+
+@dataclass
+class DistillResult:
+    algorithm: str
+    budget: Budget
+    train: dict  # the training split, as ClassificationData.describe() gives it
+    world_size: int
+    device: str
+    config: dict = field(default_factory=dict)  # the DistillConfig, as plain data
+    updates: int = 0
+    phases: list[PhaseRecord] = field(default_factory=list)
+    curve: list[CurvePoint] = field(default_factory=list)
+    events: list[GuardEvent] = field(default_factory=list)

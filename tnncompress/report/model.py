@@ -1,0 +1,120 @@
+"""The report of a run as typed records: report.json is `to_data(RunReport)`, and `read_report` gives
+the records back, so that report.md, the command line and the scripts read attributes, not keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..distill import DistillResult
+from ..evaluate import Metrics
+from ..export import DeployChoice, OnnxCheck
+from ..io import read_json
+from ..schema import from_data
+from .latency import Latency
+
+REPORT_SCHEMA = 2
+
+
+@dataclass
+class LayerRow:
+    """One conv or linear layer of the model, compressed or not."""
+
+    name: str
+    kind: str
+    status: str  # "compressed", "skipped" (it cannot be, or cannot meet the rate) or "excluded"
+    reason: str
+    params_original: int
+    params_compressed: int
+    flops_original: int
+    flops_compressed: int
+    format: str | None = None
+    ranks: dict[str, int] | None = None
+    tensorization: dict | None = None
+    rel_error: float | None = None  # relative reconstruction error of the kernel
+    seconds: float | None = None  # of its Layer-Decomp
+    deploy_form: str | None = None  # in the ONNX graph: "dense" or "factors"
+
+    @property
+    def rate(self) -> float | None:
+        return self.params_compressed / self.params_original if self.status == "compressed" else None
+
+
+@dataclass
+class Params:
+    original: int
+    compressed: int
+    rate: float
+    compressible_original: int  # of the layers that were compressed
+    compressible_compressed: int
+    compressible_rate: float | None
+
+
+@dataclass
+class Flops:
+    original: int
+    compressed: int
+    note: str = "per sample at input_size, conv and linear layers, a multiply-add counted as 2"
+
+    @property
+    def ratio(self) -> float:
+        return self.compressed / max(self.original, 1)
+
+
+@dataclass
+class Accuracy:
+    data: str | None = None
+    samples: int | None = None
+    original: Metrics | None = None
+    compressed: Metrics | None = None
+    layer_decomp_top1: float | None = None  # before distillation (the curve's first point when there is one)
+
+
+@dataclass
+class OnnxReport:
+    file: str
+    opset: int
+    operators: dict[str, int]
+    check: OnnxCheck
+    deploy_batch: int
+    deploy_form: str
+    layers: list[DeployChoice] = field(default_factory=list)
+    factor_layers: int = 0  # layers exported as factor chains
+    dense_layers: int = 0  # ... and as rebuilt dense kernels
+
+    def __post_init__(self) -> None:
+        self.factor_layers = sum(d.form == "factors" for d in self.layers)
+        self.dense_layers = sum(d.form == "dense" for d in self.layers)
+
+
+@dataclass
+class RunReport:
+    schema: int
+    tnncompress_version: str
+    versions: dict[str, str]
+    model: dict  # the loaded checkpoint, as LoadedModel.describe() gives it
+    input_size: list[int]
+    format: str
+    formats_used: list[str]
+    target_rate: float | None
+    rate_by: str
+    seed: int
+    params: Params
+    flops: Flops
+    accuracy: Accuracy
+    layers: list[LayerRow]
+    recipe: dict  # the resolved recipe document
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage, and "total"
+    warnings: list[str] = field(default_factory=list)
+    distillation: DistillResult | None = None
+    onnx: OnnxReport | None = None
+    latency: Latency | None = None
+    layers_compressed: int = 0
+
+    def __post_init__(self) -> None:
+        self.layers_compressed = sum(r.status == "compressed" for r in self.layers)
+
+
+def read_report(path: str | Path) -> RunReport:
+    """A report.json back as records."""
+    return from_data(RunReport, read_json(path, "report"), str(path))

@@ -1,0 +1,76 @@
+"""Wall-clock timing: medians of repeated runs (for choosing plans and forms, and for latency), and the
+stopwatch a pipeline keeps of its stages.
+
+Every measurement synchronises CUDA when it is in use, so a time covers the work and not its launch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+
+
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def median_seconds(fn: Callable[[], object], min_time: float = 0.1, max_reps: int = 25) -> float:
+    """Median wall time of `fn` after warm-up, over at least 3 runs."""
+    t0 = time.perf_counter()
+    fn()  # warm-up: allocator, oneDNN primitive creation, CUDA kernels
+    if time.perf_counter() - t0 < 0.2:
+        fn()  # cheap enough for a second warm-up and more repetitions
+        min_reps = 5
+    else:
+        min_reps = 3
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_reps or (time.perf_counter() - start < min_time and len(times) < max_reps):
+        t0 = time.perf_counter()
+        fn()
+        _sync()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def interleaved_medians(runs: dict[str, Callable[[], object]], min_time: float = 0.2, max_rounds: int = 25,
+                        min_rounds: int = 5) -> dict[str, float]:
+    """Median time of each candidate, timed round-robin so that the machine's drift (other processes,
+    clock changes) hits every candidate alike instead of favouring whichever ran in a quiet moment."""
+    for fn in runs.values():  # warm-up
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < min_rounds or (time.perf_counter() - start < min_time and rounds < max_rounds):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            _sync()
+            times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
+
+
+class Stopwatch:
+    """Seconds per named stage, and since the stopwatch was made."""
+
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+    def total(self) -> float:
+        return time.perf_counter() - self._start
