@@ -16,13 +16,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# The main job on the bundled default model and data: compress the reference teacher (cp at rate 0.1,
-# Layer-Decomp alone keeps about a third of its accuracy), distil it back with E2E-KD on the Fashion-MNIST
-# training set (a short schedule: 400 updates of 128 images), evaluate before and after, export and
-# check ONNX, and write the report (with the accuracy curve) to demo-resnet32-cp-kd/.
+# The main job on the bundled default model and data: compress the reference teacher (reshaped CP, 10% of
+# the parameters of its compressed layers), fit each layer's output on a calibration pool of training
+# images (data-aware Layer-Decomp), distil it with `--kd auto` (cached Seq-KD by blocks, then E2E-KD) in a
+# 4-minute budget, evaluate before and after, export and check ONNX, and write the report to
+# demo-resnet32-mcp-auto/ (the path of report.md is printed at the end).
 demo: install
-	$(BIN)/tnncompress run $(TEACHER) --format cp --rate 0.1 --data fashion-mnist --kd e2e --kd-steps 400 \
-		--out demo-resnet32-cp-kd --force
+	$(BIN)/tnncompress run $(TEACHER) --format mcp --rate 0.1 --data fashion-mnist --kd auto --kd-budget 4m \
+		--out demo-resnet32-mcp-auto --force
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -5,7 +5,10 @@ Each step is the real one (tnncompress.distill's phases: forward, loss, backward
 fixed batch. "dense fine-tune" is the teacher trained on cross-entropy with all its parameters; "E2E-KD"
 is the teacher's no-grad forward plus the student's forward and backward; "Seq-KD" is the mean over all
 units of one unit's step (the teacher's and the student's forward up to the unit, then the unit's
-forward and backward). Candidates are timed round-robin (medians), so ratios come from one run.
+forward and backward); "cached Seq-KD" is the same unit step on stored (unit input, teacher output)
+pairs, the step of `--seq-cache` (layer units, and the residual blocks of `--kd auto`). Candidates are
+timed round-robin (medians), so ratios come from one run. The cache's size for a pool of 2,048
+calibration images is measured by building it.
 
     python benchmarks/bench_kd_throughput.py --formats mcp cp mtt --rate 0.1 --batch 128 \
         --out benchmarks/results/kd_throughput_cpu.json
@@ -23,6 +26,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, today  # noqa: E402
+from tnncompress.calibrate import ActivationCache, CalibrationPool  # noqa: E402
+from tnncompress.capture import capture  # noqa: E402
 from tnncompress.compress import CompressConfig, compress_model, plan_model, select_layers  # noqa: E402
 from tnncompress.distill import (  # noqa: E402
     Context,
@@ -72,6 +77,7 @@ def main() -> None:
         dense_opt.step()
 
     runs = {"dense fine-tune": dense_step}
+    cache_bytes: dict[str, int] = {}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.device.startswith("cuda"))
     for fmt in args.formats:
         choices = select_layers(teacher, (1, 28, 28), [], [])
@@ -83,7 +89,7 @@ def main() -> None:
         for p in student.parameters():
             p.requires_grad_(False)
         teacher.to(args.device)
-        config = DistillConfig(algorithm="seq")
+        config = DistillConfig(algorithm="seq", seq_cache=False)
         units = find_units(student, (1, 28, 28), "layer")
         phases = [build_phase(i, "seq", u, 1, teacher, student, units, config, ctx, len(units))
                   for i, u in enumerate(units)]
@@ -104,6 +110,28 @@ def main() -> None:
         seq_all(), e2e_step()  # the "measure" plans are timed here, outside the benchmark
         runs[f"{fmt} Seq-KD (mean over {len(units)} units)"] = seq_all
         runs[f"{fmt} E2E-KD"] = e2e_step
+        cached_config = DistillConfig(algorithm="seq", seq_cache=True)
+        for kind in ("layer", "block"):
+            kind_units = find_units(student, (1, 28, 28), kind)
+            pairs = [(capture(student, x, inputs=(u.name,))[(u.name, "input")],
+                      capture(teacher, x, outputs=(u.output,))[(u.output, "output")]) for u in kind_units]
+            cached_phases = [build_phase(i, "seq", u, 1, teacher, student, kind_units, cached_config, ctx,
+                                         len(kind_units)) for i, u in enumerate(kind_units)]
+            for p in cached_phases:  # building a phase switches the others' parameters off
+                for q in p.params:
+                    q.requires_grad_(True)
+            steps = [stepper(p) for p in cached_phases]
+
+            def cached_all(steps=steps, pairs=pairs):
+                with autocast:
+                    for s, (inputs, target) in zip(steps, pairs, strict=True):
+                        s(inputs, target)
+            cached_all()
+            runs[f"{fmt} cached Seq-KD, {kind} units (mean over {len(kind_units)} units)"] = cached_all
+            pool = CalibrationPool(torch.randn(2048, 1, 28, 28, generator=g), torch.zeros(2048), "random")
+            cache = ActivationCache(teacher, pool, [], [u.output for u in kind_units], memory_budget=1 << 40)
+            cache_bytes[f"{fmt} {kind} units"] = cache.report.bytes
+            cache.close()
     times = interleaved_medians({k: v for k, v in runs.items()}, min_time=args.min_time, max_rounds=15,
                                 min_rounds=5)
     rows = []
@@ -115,11 +143,14 @@ def main() -> None:
     for r in rows:
         r["vs_dense_fine_tune"] = r["images_per_s"] / base["images_per_s"]
     result = {"machine": machine(), "date": today(), "device": args.device, "batch": args.batch, "rate": args.rate,
-              "command": "python " + " ".join(sys.argv), "rows": rows}
+              "command": "python " + " ".join(sys.argv), "rows": rows,
+              "cache_bytes_2048_images": cache_bytes}
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print("| step | images/s | vs dense fine-tune |\n|---|---:|---:|")
     for r in rows:
         print(f"| {r['step']} | {r['images_per_s']:.0f} | {r['vs_dense_fine_tune']:.2f}x |")
+    for name, size in cache_bytes.items():
+        print(f"cache of 2,048 images, {name}: {size / 2**20:.0f} MiB")
 
 
 if __name__ == "__main__":

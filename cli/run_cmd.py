@@ -83,9 +83,10 @@ def _render(report: RunReport, directory) -> None:
                       f"{p.compressible_rate:.4f}")
     table.add_row("FLOPs / sample", f"{f.original:,}", f"{f.compressed:,}", f"{f.ratio:.4f}")
     if acc.original is not None and acc.compressed is not None:
-        if report.distillation:
-            table.add_row(f"top-1 after Layer-Decomp ({report.distillation.curve[0].samples} samples)", "",
-                          f"{100 * acc.layer_decomp_top1:.2f}%", "")
+        for stage in report.stages if report.distillation else []:  # what each stage before distillation left
+            if stage.top1 is not None:
+                table.add_row(f"top-1 after {stage.stage} ({stage.samples} samples)", "",
+                              f"{100 * stage.top1:.2f}%", "")
         table.add_row(f"top-1 ({acc.samples} samples)", f"{100 * acc.original.top1:.2f}%",
                       f"{100 * acc.compressed.top1:.2f}%", "")
     if report.latency:

@@ -25,9 +25,14 @@ SPECS = OPTIONS.options
 cli_run = importlib.import_module("tnncompress.cli.run_cmd")
 
 
+FORMATTED = {"kd_budget": "90s", "cache_memory": "2G"}  # strings with a syntax of their own
+
+
 def _sample(spec):
     """A valid value of the option that is not its default."""
     o, hint = spec, spec.hint
+    if spec.flat in FORMATTED:
+        return FORMATTED[spec.flat]
     union = typing.get_origin(hint) is typing.Union or type(hint).__name__ == "UnionType"
     t = next(a for a in typing.get_args(hint) if a is not type(None)) if union else hint
     if o.choices:

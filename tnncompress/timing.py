@@ -58,19 +58,25 @@ def interleaved_medians(runs: dict[str, Callable[[], object]], min_time: float =
 
 
 class Stopwatch:
-    """Seconds per named stage, and since the stopwatch was made."""
+    """Wall-clock and CPU seconds (of this process, all its threads) per named stage, and since the
+    stopwatch was made."""
 
     def __init__(self) -> None:
-        self._start = time.perf_counter()
+        self._start, self._cpu_start = time.perf_counter(), time.process_time()
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+            self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + time.process_time() - c0
 
     def total(self) -> float:
         return time.perf_counter() - self._start
+
+    def total_cpu(self) -> float:
+        return time.process_time() - self._cpu_start

@@ -14,7 +14,8 @@ from .conftest import SMALL_CNN
 
 runner = CliRunner()
 FAST = ["--no-latency", "--deploy-form", "flops", "--eval-limit", "500", "--kd-eval-limit", "300"]
-KD = ["-f", "cp", "-r", "0.2", "-d", "fashion-mnist", "--kd", "seq", "--kd-steps", "30", "--set", "kd_plan=optimal"]
+KD = ["-f", "cp", "-r", "0.2", "-d", "fashion-mnist", "--kd", "seq", "--kd-steps", "30", "--set", "kd_plan=optimal",
+      "--no-seq-cache", "--init", "weights", "--no-recalibrate-bn"]
 
 
 def invoke(*args):
@@ -24,7 +25,7 @@ def invoke(*args):
 @pytest.mark.parametrize(("args", "message"), [
     (["--kd", "seq"], "needs --data"),
     (["--kd", "fast", "-d", "fashion-mnist"], "--kd 'fast': use one of none, seq, e2e"),
-    (["--kd", "e2e", "-d", "fashion-mnist", "--kd-loss", "l1"], "--kd-loss 'l1': use one of mse, kl"),
+    (["--kd", "e2e", "-d", "fashion-mnist", "--kd-loss", "l1"], "--kd-loss 'l1': use one of auto, mse, kl"),
     (["--kd", "seq", "-d", "fashion-mnist", "--seq-unit", "stage"], "--seq-unit 'stage'"),
     (["--kd", "e2e", "-d", "fashion-mnist", "--kd-ce-weight", "1.5"], "--kd-ce-weight must be at most 1"),
     (["--kd", "e2e", "-d", "fashion-mnist", "--kd-decay-at", "2"], "--kd-decay-at must be less than 1"),
@@ -59,7 +60,8 @@ def test_an_interrupted_run_is_kept_and_resumed_to_the_uninterrupted_result(tmp_
     assert result.exit_code == 0, result.output
     out = tmp_path / "resumed"
     args = dict(checkpoint=str(SMALL_CNN), format="cp", rate=0.2, data="fashion-mnist", kd="seq", kd_steps=30,
-                kd_plan="optimal", latency=False, deploy_form="flops", eval_limit=500, kd_eval_limit=300, out=str(out))
+                kd_plan="optimal", latency=False, deploy_form="flops", eval_limit=500, kd_eval_limit=300, out=str(out),
+                seq_cache=False, init="weights", recalibrate_bn=False)
     with pytest.raises(_Stop):
         run(Recipe.of(**args).check(), on_checkpoint=_interrupt_after_first_unit)
     partial = tmp_path / ".resumed.partial"
@@ -80,10 +82,10 @@ def test_an_interrupted_run_is_kept_and_resumed_to_the_uninterrupted_result(tmp_
     assert all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6) for k in a)
     reports = [read_report(d / "report.json") for d in (whole, out)]
     curves = [[(p.after, p.updates) for p in r.distillation.curve] for r in reports]
-    assert curves[0] == curves[1] == [("layer_decomp", 0), ("Seq-KD 1/3 conv2", 10), ("Seq-KD 2/3 conv3", 20),
+    assert curves[0] == curves[1] == [("start", 0), ("Seq-KD 1/3 conv2", 10), ("Seq-KD 2/3 conv3", 20),
                                       ("Seq-KD 3/3 fc1", 30)]
     assert reports[1].accuracy.compressed.top1 == pytest.approx(reports[0].accuracy.compressed.top1, abs=0.004)
-    assert reports[1].accuracy.layer_decomp_top1 == reports[1].distillation.curve[0].top1
+    assert reports[1].accuracy.layer_decomp_top1 == reports[1].stages[0].top1
     assert "## Distillation (Seq-KD)" in (out / "report.md").read_text()
 
 

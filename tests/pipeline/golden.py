@@ -3,9 +3,9 @@ refactoring can show it changes nothing. `python -m tests.pipeline.golden` regen
 `expected_outputs.json` (do that only for a deliberate change of results, and say so in the commit).
 
 Each recipe runs as written, with overrides that make it fast and self-contained: a short distillation
-budget, small evaluations, no latency or ONNX (neither changes the weights), the bundled data, and a
-checkpoint where a recipe is a template without one (for ResNet-50, a seeded random state dict whose
-first stage alone is compressed)."""
+budget, a small calibration pool, small evaluations, no latency or ONNX (neither changes the weights),
+the bundled data, and a checkpoint where a recipe is a template without one (for ResNet-50, a seeded
+random state dict whose first stage alone is compressed)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,12 @@ EXPECTED = Path(__file__).with_name("expected_outputs.json")
 SMALL_CNN = ROOT / "tnncompress" / "models" / "checkpoints" / "small_cnn_fashion_mnist.safetensors"
 BUNDLED = ROOT / "tnncompress" / "data" / "bundled" / "fashion-mnist"
 FAST = {"latency": False, "onnx": False, "eval_limit": 200, "kd_eval_limit": 100, "kd_plan": "optimal",
-        "device": "cpu", "workers": 0}
+        "device": "cpu", "workers": 0, "calib_samples": 256}
 OVERRIDES = {
     "resnet32-fashion-mnist-mcp": {},
     "resnet32-fashion-mnist-mcp-seqkd": {"kd_steps": 31, "kd_epochs": None},
+    # a wall-clock budget is not reproducible: a step budget stands in for it
+    "resnet32-fashion-mnist-mcp-auto": {"kd_steps": 40, "kd_budget": None},
     "torchrun-e2e-kl": {"checkpoint": "SMALL_CNN", "data": "fashion-mnist", "kd_steps": 6, "kd_epochs": None,
                         "kd_batch_size": 32},
     "torchvision-resnet50-mcp": {"checkpoint": "RESNET50", "include": ["layer1.*"]},

@@ -14,6 +14,12 @@ class CompressConfig(Section, name="compress", title="Compression"):
     modes: int = option(3, "m, the number of channel modes of the reshaped formats.", minimum=1)
     ranks: str | None = option(None, "Ranks file (YAML, JSON, or a report.json): formats and ranks per layer.")
     decomposer: str = option("native", "Layer-Decomp by ours, or by TensorLy's.", choices=tuple(DECOMPOSERS))
+    init: str = option("auto", "Fit each layer's kernel (weights) or its output on the calibration pool (data; auto: "
+                               "data when there is data).", choices=("auto", "weights", "data"))
+    init_inputs: str = option("student", "Data-aware fit: each layer sees the student's own upstream, or the "
+                                         "teacher's.", choices=("student", "teacher"))
+    allocate: str = option("uniform", "Ranks: the rate for every layer, or one global budget (needs data).",
+                           choices=("uniform", "global"))
     include: list[str] = option([], "Compress only layers matching these globs (or re:REGEX).")
     exclude: list[str] = option([], "Leave layers matching these globs (or re:REGEX) dense.")
 

@@ -1,28 +1,47 @@
 """What a distillation run is told: the algorithm, its budget and schedule, and how to run it."""
 
+import dataclasses
 import math
 
+from ..errors import UsageError, brief, opt
 from ..options import Section, option
 
-ALGORITHMS = ("none", "seq", "e2e")  # no distillation, Seq-KD (Eq. 2.10), E2E-KD (Eq. 2.9)
+ALGORITHMS = ("none", "seq", "e2e", "auto")  # auto: cached Seq-KD by blocks, then E2E-KD, in one budget
 SEQ_UNITS = ("layer", "block")
-LOSSES = ("mse", "kl")
+SEQ_INPUTS = ("student", "teacher")
+LOSSES = ("auto", "mse", "kl")
 PLANS = ("measure", "optimal")
+SCHEDULES = ("auto", "step", "cosine")
+# what "auto" means: the dissertation's choices for seq and e2e, the measured better ones for --kd auto
+AUTO = {"loss": ("mse", "kl"), "schedule": ("step", "cosine"), "ce_weight": (0.0, 0.3)}
 DEFAULT_EPOCHS = 2.0  # when neither steps nor epochs are given
+DEFAULT_BUDGET = "10m"  # of --kd auto when no budget is given
 
 
 class DistillConfig(Section, name="distill", title="Distillation", prefix="kd_"):
     algorithm: str = option("none", "Distillation after Layer-Decomp (needs data).", flat="kd", choices=ALGORITHMS)
     seq_unit: str = option("layer", "Seq-KD unit: a layer (+ norm) or a block.", flat="seq_unit", choices=SEQ_UNITS)
+    seq_cache: bool = option(True, "Seq-KD trains each unit on cached activations of the calibration pool.",
+                             flat="seq_cache")
+    seq_inputs: str = option("student", "Seq-KD unit inputs: the student's own upstream, or the teacher's.",
+                             flat="seq_inputs", choices=SEQ_INPUTS)
+    budget: str | None = option(None, "Wall-clock budget of distillation: 90s, 20m, 1h (auto: 10m).")
+    seq_share: float = option(0.2, "auto: the share of the budget Seq-KD gets (E2E-KD the rest).", minimum=0,
+                              maximum=1)
     steps: int | None = option(None, "Budget of gradient updates (Seq-KD: shared by the units).", minimum=1)
     epochs: float | None = option(None, "Budget in passes over the training set (default 2).", above=0)
     finetune_steps: int = option(0, "Seq-KD: end-to-end updates on the logits after the last unit.", minimum=0)
     lr: float = option(1e-3, "Adam learning rate (the dissertation's, section 2.7.1).", above=0)
     warmup_steps: int = option(0, "Raise the learning rate linearly over a phase's first N steps.", minimum=0)
+    schedule: str = option("auto", "Learning rate over a phase: x0.1 at decay_at, or cosine (auto: cosine for "
+                                   "--kd auto).", choices=SCHEDULES)
     decay_at: list[float] = option([0.5, 0.75], "Learning rate x0.1 at these fractions of a phase.", above=0, below=1)
-    loss: str = option("mse", "Logit loss of E2E-KD and fine-tuning.", choices=LOSSES)
+    loss: str = option("auto", "Logit loss of E2E-KD and fine-tuning (auto: kl for --kd auto, else mse).",
+                       choices=LOSSES)
     temperature: float = option(4.0, "Temperature of the kl loss (gradients scaled by T^2).", above=0)
-    ce_weight: float = option(0.0, "Weight w of cross-entropy: (1 - w) KD + w CE.", minimum=0, maximum=1)
+    ce_weight: float | None = option(None, "Weight w of cross-entropy: (1 - w) KD + w CE (0; 0.3 for --kd auto).",
+                                     minimum=0, maximum=1)
+    feature_weight: float = option(0.0, "Weight of a feature loss: MSE of the classifier's input.", minimum=0)
     batch_size: int = option(128, "Training batch (global under torchrun).", minimum=1)
     augment: bool = option(True, "Random 2-pixel crop and flip of in-memory training images.")
     eval_limit: int | None = option(2000, "Test samples behind each point of the accuracy curve.", minimum=1)
@@ -34,6 +53,31 @@ class DistillConfig(Section, name="distill", title="Distillation", prefix="kd_")
     @property
     def enabled(self) -> bool:
         return self.algorithm != "none"
+
+    def resolved(self) -> "DistillConfig":
+        """A copy with the "auto" choices made: KL at the temperature mixed with 0.3 cross-entropy and a
+        cosine schedule for --kd auto; the dissertation's squared distance, no cross-entropy and steps
+        otherwise."""
+        which = 1 if self.algorithm == "auto" else 0
+        values = {name: choices[which] for name, choices in AUTO.items() if getattr(self, name) in ("auto", None)}
+        return dataclasses.replace(self, **values)
+
+    def budget_seconds(self) -> float | None:
+        """The wall-clock budget in seconds (auto's default when none is given), or None."""
+        text = self.budget or (DEFAULT_BUDGET if self.algorithm == "auto" and self.steps is None
+                               and self.epochs is None else None)
+        if text is None:
+            return None
+        units = {"s": 1, "m": 60, "h": 3600}
+        try:
+            return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+        except (ValueError, IndexError):
+            raise UsageError(f"{opt('kd_budget')} {brief(text)}: use seconds, or 90s, 20m, 1h") from None
+
+    def validate(self) -> None:
+        seconds = self.budget_seconds()
+        if seconds is not None and not seconds > 0:
+            raise UsageError(f"{opt('kd_budget')} must be positive, got {brief(self.budget)}")
 
     def total_steps(self, train_samples: int) -> int:
         """The budget of updates of the main phase(s), fine-tuning excluded."""

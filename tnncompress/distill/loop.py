@@ -53,12 +53,17 @@ class Phase:
     module: nn.Module  # what is called (the unit, or the student), DDP-wrapped when distributed
     params: list[nn.Parameter]
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, labels) -> scalar
+    stream: object | None = None  # the phase's own batches (a cached Seq-KD unit's), else the shared stream
 
 
 def learning_rate(config: DistillConfig, state: PhaseState, steps: int) -> float:
-    passed = sum(state.step >= math.ceil(f * steps) for f in config.decay_at if 0 < f < 1)
+    """lr x guard scale x linear warm-up x (0.1 per decay_at milestone passed, or a cosine to 0)."""
     warm = min(1.0, (state.step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
-    return config.lr * state.lr_scale * warm * 0.1 ** passed
+    if config.schedule == "cosine":
+        decay = 0.5 * (1 + math.cos(math.pi * min(state.step / max(steps, 1), 1.0)))
+    else:
+        decay = 0.1 ** sum(state.step >= math.ceil(f * steps) for f in config.decay_at if 0 < f < 1)
+    return config.lr * state.lr_scale * warm * decay
 
 
 def train_phase(phase: Phase, stream: BatchStream, config: DistillConfig, ctx: Context, state: PhaseState,
@@ -69,7 +74,7 @@ def train_phase(phase: Phase, stream: BatchStream, config: DistillConfig, ctx: C
     optimizer = torch.optim.Adam(phase.params, lr=config.lr)
     if state.optimizer is not None:
         optimizer.load_state_dict(state.optimizer)
-    every = config.checkpoint_every or stream.steps_per_epoch
+    every = config.checkpoint_every or (phase.stream or stream).steps_per_epoch
     good = _snapshot(phase.params, optimizer)
     interval_sum, interval_n = 0.0, 0
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.startswith("cuda")
@@ -78,7 +83,7 @@ def train_phase(phase: Phase, stream: BatchStream, config: DistillConfig, ctx: C
         started = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, state, phase.steps)
-        x, y = stream.batch(phase.index, state.step)
+        x, y = (phase.stream or stream).batch(phase.index, state.step)
         with autocast:
             loss = phase.loss(x, y)
         value = float(loss.detach())

@@ -3,54 +3,24 @@ distance of E2E-KD (Eq. 2.9), with the KL and cross-entropy options of the latte
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class _Stop(Exception):
-    """Raised from a hook to end a forward pass once the wanted activation is seen."""
+from ..capture import capture
 
 
-@contextlib.contextmanager
-def _hooked(module: nn.Module, pre: bool, store: list) -> Iterator[None]:
-    def grab_input(_m, args):
-        store.append(args)
-        raise _Stop
-
-    def grab_output(_m, _args, output):
-        store.append(output)
-        raise _Stop
-
-    handle = module.register_forward_pre_hook(grab_input) if pre else module.register_forward_hook(grab_output)
-    try:
-        yield
-    finally:
-        handle.remove()
+def activation(model: nn.Module, module_name: str, x: torch.Tensor, output: bool) -> torch.Tensor:
+    """The input (output=False) or the output of `module_name` when `model` runs on `x`; the rest of the
+    forward pass is skipped."""
+    which = "output" if output else "input"
+    return capture(model, x, **{f"{which}s": (module_name,)})[(module_name, which)]
 
 
-@torch.no_grad()
-def activation(model: nn.Module, module_name: str, x: torch.Tensor, output: bool) -> object:
-    """The input arguments (output=False) or the output of `module_name` when `model` runs on `x`;
-    the rest of the forward pass is skipped."""
-    store: list = []
-    with _hooked(model.get_submodule(module_name), not output, store):
-        try:
-            model(x)
-        except _Stop:
-            pass
-    if not store:
-        raise RuntimeError(f"{module_name} was not called in the forward pass")
-    return store[0]
-
-
-def unit_loss(student_unit: nn.Module, inputs: tuple, target: torch.Tensor) -> torch.Tensor:
+def unit_loss(student_unit: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Seq-KD: mean squared distance between the unit's output on the student's own upstream and the
     teacher's output of the same unit."""
-    out = student_unit(*inputs)
+    out = student_unit(inputs)
     return F.mse_loss(out.float(), target.float())
 
 

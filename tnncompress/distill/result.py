@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..calibrate import CacheReport
+
 
 @dataclass
 class Budget:
@@ -15,6 +17,8 @@ class Budget:
     finetune_steps: int
     batch_size: int
     epochs: float  # the main budget as passes over the training set
+    seconds: float | None = None  # the wall-clock budget the steps were derived from, when there was one
+    phases: list[list] = field(default_factory=list)  # [kind, unit, steps] of each phase
 
 
 @dataclass
@@ -38,6 +42,7 @@ class PhaseRecord:
     images_per_s: float
     lr_reductions: int
     wall_seconds: float  # the phase as a whole, evaluations and checkpoints included
+    cpu_seconds: float = 0.0  # ... in CPU time of this process (all threads)
     unit: str | None = None  # Seq-KD: the unit, its layers and norms
     layers: list[str] | None = None
     norms: list[str] | None = None
@@ -66,3 +71,4 @@ class DistillResult:
     phases: list[PhaseRecord] = field(default_factory=list)
     curve: list[CurvePoint] = field(default_factory=list)
     events: list[GuardEvent] = field(default_factory=list)
+    cache: CacheReport | None = None  # cached Seq-KD: the activation cache

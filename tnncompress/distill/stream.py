@@ -7,6 +7,8 @@ interrupted one would have drawn, without saving any random state.
 
 from __future__ import annotations
 
+import zlib
+
 import torch
 from torch.utils.data import DataLoader
 
@@ -23,6 +25,27 @@ def _seed(*parts: int) -> int:
     return value
 
 
+class CachedStream:
+    """Batches of a cached Seq-KD unit: (the unit's input, the teacher's output) over the calibration pool,
+    in a permutation seeded by (seed, unit, epoch), never augmented (input and target must stay paired).
+    Seeded by the unit, not by its place in the sequence: with the teacher's inputs, units trained in any
+    order come out the same."""
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, seed: int, ctx: Context,
+                 unit: str = ""):
+        self.inputs, self.targets, self.batch_size, self.ctx = inputs, targets, batch_size, ctx
+        self.seed = _seed(seed, zlib.crc32(unit.encode()))
+        self.samples = inputs.shape[0]
+        self.steps_per_epoch = max(1, -(-self.samples // batch_size))
+
+    def batch(self, phase: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        order = torch.randperm(self.samples, generator=torch.Generator().manual_seed(_seed(self.seed, epoch)))
+        idx = self.ctx.shard(order[i * self.batch_size:(i + 1) * self.batch_size])
+        device = self.ctx.device
+        return self.inputs[idx].float().to(device), self.targets[idx].float().to(device)
+
+
 class BatchStream:
     def __init__(self, data: ClassificationData, batch_size: int, seed: int, ctx: Context,
                  augment: bool = True, workers: int = 0):
@@ -34,6 +57,7 @@ class BatchStream:
         self._order_key: tuple[int, int] | None = None
         self._order: torch.Tensor | None = None
         self._loader = None  # (phase, next step, iterator) for datasets read through a DataLoader
+        self.last_indices: torch.Tensor | None = None  # this process's sample indices of the last batch
 
     def indices(self, phase: int, step: int) -> torch.Tensor:
         """The global batch of `step` of `phase` (before sharding)."""
@@ -54,6 +78,7 @@ class BatchStream:
                 g = torch.Generator().manual_seed(_seed(self.seed, phase, step, 1))
                 images = augment_batch(images, AUGMENT_PADDING, True, g)
             x, y = ds.normalise(self.ctx.shard(images)), ds.labels[self.ctx.shard(idx)]
+            self.last_indices = None if self.augment else self.ctx.shard(idx)
         else:
             x, y = self._from_loader(phase, step)
         if pin:

@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from ..formats import TensorizedLayer
-
-NORMS = (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
+from ..inspect import NORMS, call_order
 
 
 @dataclass
@@ -40,45 +39,6 @@ class UnitModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.layer(x)
         return self.norm(y) if self.norm is not None else y
-
-
-def call_order(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[list[str], dict[str, str]]:
-    """Module names in the order they are first called, and for each module the module that was next
-    called on exactly its output (when one was)."""
-    order: list[str] = []
-    outputs: dict[int, str] = {}
-    fed: dict[str, str] = {}
-
-    def pre(name):
-        def hook(_module, args):
-            if name not in order:
-                order.append(name)
-            if args and isinstance(args[0], torch.Tensor) and id(args[0]) in outputs:
-                fed.setdefault(outputs[id(args[0])], name)
-        return hook
-
-    keep = []  # every output stays alive during the pass, so that no id() is reused
-
-    def post(name):
-        def hook(_module, _args, output):
-            if isinstance(output, torch.Tensor):
-                outputs[id(output)] = name
-                keep.append(output)
-        return hook
-
-    hooks = []
-    for name, m in model.named_modules():
-        if name:
-            hooks += [m.register_forward_pre_hook(pre(name)), m.register_forward_hook(post(name))]
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(2, *input_size, device=next(model.parameters()).device))
-    finally:
-        model.train(was_training)
-        for h in hooks:
-            h.remove()
-    return order, fed
 
 
 def find_units(model: nn.Module, input_size: tuple[int, int, int], unit: str = "layer") -> list[Unit]:

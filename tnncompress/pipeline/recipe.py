@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from ..calibrate import CalibrateConfig
 from ..compress import CompressConfig
 from ..data import DataConfig
 from ..distill import DistillConfig
@@ -28,7 +29,8 @@ from ..schema import to_data
 
 RECIPE_VERSION = 2
 READS = (1, 2)  # the versions this tnncompress reads
-STAGES = (ModelConfig, DataConfig, EvaluateConfig, CompressConfig, DistillConfig, ExportConfig, ReportConfig)
+STAGES = (ModelConfig, DataConfig, EvaluateConfig, CalibrateConfig, CompressConfig, DistillConfig, ExportConfig,
+          ReportConfig)
 
 
 class Recipe(Section, title="Run"):
@@ -40,6 +42,7 @@ class Recipe(Section, title="Run"):
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     export: ExportConfig = field(default_factory=ExportConfig)

@@ -61,24 +61,35 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         ctx.barrier()  # rank 0 has prepared the staging directory
         with clock.stage("load"):
             loaded, test, train = stages.load(recipe, spec)
+            pool = stages.calibration(recipe, train)
         with clock.stage("plan"):
-            choices, plans = stages.plan(recipe, loaded)
+            choices, plans = stages.plan(recipe, loaded, pool)
         if kd and ctx.main:
             _check_resumable(ws, recipe, resume)
+        points, refitted = [], []
         with clock.stage("layer_decomp"):
             student, decomposed = stages.decompose(recipe, loaded, plans, ctx)
+        points.append(_point("layer_decomp", student, test, recipe, ctx, clock))
+        if pool is not None and stages.data_aware(recipe):
+            with clock.stage("data_aware"):
+                refitted = stages.refit(recipe, loaded, student, pool)
+            points.append(_point("data_aware", student, test, recipe, ctx, clock))
+        if pool is not None and recipe.calibrate.recalibrate_bn:
+            with clock.stage("recalibrate_bn"):
+                stages.recalibrate(student, pool, refitted, loaded.input_size)
+            points.append(_point("recalibrate_bn", student, test, recipe, ctx, clock))
         distilled = None
         if kd:
             with clock.stage("distill"):
                 distilled = stages.distillation(recipe, loaded, student, train, test, ctx, ws.checkpoints, resume,
-                                                on_checkpoint)
+                                                on_checkpoint, pool, before=points[-1])
         if ctx.distributed:  # the processes part here: rank 0 evaluates and writes alone
             ctx.barrier()
             leave_processes()
         if not ctx.main:
             return RunResult(out, None, student)
         with clock.stage("evaluate"):
-            accuracy = stages.accuracy(recipe, loaded, student, test, ctx, distilled)
+            accuracy = stages.accuracy(recipe, loaded, student, test, ctx, points[0])
         with clock.stage("export"):
             onnx = stages.export(recipe, ws.output, loaded, student)
         latency = None
@@ -88,12 +99,21 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         warnings = (latency.slower_than_original() if latency else []) + \
                    ([e.describe() for e in distilled.events] if distilled else [])
         report = build_report(recipe=recipe, loaded=loaded, original=loaded.model, compressed=student,
-                              rows=layer_rows(choices, plans, decomposed, onnx), accuracy=accuracy,
+                              rows=layer_rows(choices, plans, decomposed, onnx, refitted), accuracy=accuracy,
                               seconds={**clock.seconds, "total": clock.total()}, warnings=warnings,
                               distillation=distilled, onnx=onnx, latency=latency)
+        report.cpu_seconds = {**clock.cpu_seconds, "total": clock.total_cpu()}
+        report.stages = points
+        report.calibration = pool.describe() if pool is not None else None
         write_report(ws.output, report)
         (ws.output / RECIPE_FILE).write_text(recipe.to_yaml())
     return RunResult(out, report, student)
+
+
+def _point(name: str, student, test, recipe: Recipe, ctx, clock: Stopwatch):
+    """The stage's record: its own seconds (the evaluation after it is not counted) and the accuracy."""
+    return stages.point(name, student, test if ctx.main else None, recipe, ctx, clock.seconds.get(name, 0.0),
+                        clock.cpu_seconds.get(name, 0.0))
 
 
 def default_out(recipe: Recipe) -> Path:

@@ -6,19 +6,32 @@ They call into their packages and log what they did; `run.py` only sequences the
 from __future__ import annotations
 
 import logging
+import statistics
 from pathlib import Path
 
 from torch import nn
 
-from ..compress import LayerChoice, LayerPlan, LayerResult, compress_model, plan_model, select_layers
+from ..calibrate import CalibrationPool, calibration_pool, parse_memory, recalibrate_bn
+from ..compress import (
+    LayerChoice,
+    LayerPlan,
+    LayerResult,
+    RefitResult,
+    compress_model,
+    data_aware_init,
+    global_plans,
+    plan_model,
+    select_layers,
+)
 from ..data import ClassificationData, DataSpec, load_data
 from ..distill import Context, DistillResult, distil
 from ..errors import UsageError, opt
 from ..evaluate import check_compatible, evaluate, output_classes
 from ..export import OPSET, deployable, operator_counts, to_onnx, verify, write_compressed
-from ..formats import planned
+from ..formats import TensorizedLayer, planned
+from ..inspect import call_order
 from ..io import LoadedModel, load_model
-from ..report import Accuracy, Latency, OnnxReport, measure_latency
+from ..report import Accuracy, Latency, OnnxReport, StageRecord, measure_latency
 from .recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -44,18 +57,43 @@ def load(recipe: Recipe, spec: DataSpec | None) -> tuple[LoadedModel, Classifica
     check_compatible(loaded.model, test)
     log.info("data: %s, %d test samples", test.source, len(test))
     train = None
-    if recipe.distill.enabled:
+    if needs_training_data(recipe):
         train = load_data(spec, "train", input_size=loaded.input_size, num_classes=classes)
         check_compatible(loaded.model, train)
-        log.info("distilling on %s, %d training samples%s", train.source, len(train),
+        log.info("training split: %s, %d samples%s", train.source, len(train),
                  "".join(f" ({n})" for n in train.notes if "subset" in n))
     return loaded, test, train
 
 
-def plan(recipe: Recipe, loaded: LoadedModel) -> tuple[list[LayerChoice], list[LayerPlan]]:
+def data_aware(recipe: Recipe) -> bool:
+    return recipe.compress.init == "data" or (recipe.compress.init == "auto" and recipe.data.spec is not None)
+
+
+def needs_training_data(recipe: Recipe) -> bool:
+    """Distillation learns from the training split; every calibration step samples it."""
+    return recipe.distill.enabled or data_aware(recipe) or recipe.compress.allocate == "global" or (
+        recipe.calibrate.recalibrate_bn and recipe.data.spec is not None)
+
+
+def calibration(recipe: Recipe, train: ClassificationData | None) -> CalibrationPool | None:
+    if train is None:
+        return None
+    pool = calibration_pool(train, recipe.calibrate.samples, recipe.seed)
+    log.info("calibration pool: %s", pool.source)
+    return pool
+
+
+def plan(recipe: Recipe, loaded: LoadedModel, pool: CalibrationPool | None) -> tuple[list[LayerChoice],
+                                                                                    list[LayerPlan]]:
     c = recipe.compress
     choices = select_layers(loaded.model, loaded.input_size, c.include, c.exclude)
-    plans = plan_model(loaded.model, choices, c)
+    if c.allocate == "global":
+        if pool is None or c.ranks is not None or c.rate is None:
+            raise UsageError(f"{opt('allocate')} global needs {opt('data')} (to measure each layer's errors) and "
+                             f"{opt('rate')} (the total budget), and no {opt('ranks')} file")
+        plans = global_plans(loaded.model, choices, c, pool, loaded.input_size, seed=recipe.seed)
+    else:
+        plans = plan_model(loaded.model, choices, c)
     if not any(p.ranks for p in plans):
         raise UsageError("no layer can be compressed at this rate: " + (plans[0].reason if plans else
                                                                          "no layer is selected"))
@@ -72,20 +110,59 @@ def decompose(recipe: Recipe, loaded: LoadedModel, plans: list[LayerPlan], ctx: 
     return student, results
 
 
+def refit(recipe: Recipe, loaded: LoadedModel, student: nn.Module, pool: CalibrationPool) -> list[RefitResult]:
+    """Data-aware Layer-Decomp: every compressed layer refitted to the teacher's output on the pool."""
+    results = data_aware_init(loaded.model, student, pool, loaded.input_size, recipe.compress.init_inputs,
+                              memory_budget=parse_memory(recipe.calibrate.cache_memory))
+    log.info("data-aware Layer-Decomp: median relative output error %.3f -> %.3f",
+             statistics.median(r.error_before for r in results), statistics.median(r.error_after for r in results))
+    return results
+
+
+def recalibrate(student: nn.Module, pool: CalibrationPool, refitted: list[RefitResult],
+                input_size: tuple[int, int, int]) -> list[str]:
+    """Batch-norm statistics re-estimated on the pool, for the norms whose input the compression changed
+    (those called after the first compressed layer) and which no data-aware fit has set (their scale and
+    shift already match the teacher's output: new statistics would change nothing they compute)."""
+    order, _ = call_order(student, input_size)
+    modules = dict(student.named_modules())
+    first = next(i for i, n in enumerate(order) if isinstance(modules[n], TensorizedLayer))
+    fitted = {r.norm for r in refitted if r.norm}
+    with planned(student, "rebuild"):  # as the data-aware fit: fast, and the same in every run
+        names = recalibrate_bn(student, pool, only=set(order[first:]) - fitted)
+    log.info("batch-norm recalibration: %d norms (%d set by the data-aware fit left as they are)", len(names),
+             len(fitted))
+    return names
+
+
+def point(name: str, model: nn.Module, test: ClassificationData | None, recipe: Recipe, ctx: Context,
+          seconds: float, cpu_seconds: float) -> StageRecord:
+    """A stage's record, with the accuracy it leaves (on the curve's test samples)."""
+    record = StageRecord(name, seconds, cpu_seconds)
+    if test is not None:
+        with planned(model, "measure"):
+            metrics = evaluate(model, test, device=ctx.device, limit=recipe.distill.eval_limit)
+        record.top1, record.samples = metrics.top1, metrics.samples
+        log.info("top-1 after %s: %.2f%% (%d test samples)", name, 100 * metrics.top1, metrics.samples)
+    return record
+
+
 def distillation(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, test, ctx: Context,
-                 checkpoints: Path, resume: bool, on_checkpoint) -> DistillResult:
+                 checkpoints: Path, resume: bool, on_checkpoint, pool: CalibrationPool | None,
+                 before: StageRecord | None = None) -> DistillResult:
     # The checkpoints stay until the output is in place: an interrupt during evaluation or export
     # resumes from the distilled student instead of distilling again.
     checkpoints.mkdir(exist_ok=True)
     result = distil(loaded.model, student, train, test, loaded.input_size, recipe.distill, ctx, seed=recipe.seed,
                     workers=recipe.data.workers, checkpoint_dir=checkpoints, resume=resume,
-                    on_checkpoint=on_checkpoint)
+                    on_checkpoint=on_checkpoint, pool=pool, cache_memory=parse_memory(recipe.calibrate.cache_memory),
+                    start=(before.top1, before.samples) if before and before.top1 is not None else None)
     loaded.model.cpu(), student.cpu()
     return result
 
 
 def accuracy(recipe: Recipe, loaded: LoadedModel, student: nn.Module, test: ClassificationData | None,
-             ctx: Context, distilled: DistillResult | None) -> Accuracy:
+             ctx: Context, layer_decomp: StageRecord) -> Accuracy:
     if test is None:
         return Accuracy()
     e = recipe.evaluate
@@ -98,7 +175,7 @@ def accuracy(recipe: Recipe, loaded: LoadedModel, student: nn.Module, test: Clas
              100 * metrics["original"].top1, 100 * metrics["compressed"].top1)
     return Accuracy(data=test.source, samples=metrics["original"].samples, original=metrics["original"],
                     compressed=metrics["compressed"],
-                    layer_decomp_top1=distilled.curve[0].top1 if distilled else metrics["compressed"].top1)
+                    layer_decomp_top1=layer_decomp.top1)
 
 
 def export(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Module) -> OnnxReport | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from .. import __version__
-from ..compress import LayerChoice, LayerPlan, LayerResult
+from ..compress import LayerChoice, LayerPlan, LayerResult, RefitResult
 from ..env import versions
 from ..io import LoadedModel
 from .model import REPORT_SCHEMA, Accuracy, Flops, LayerRow, OnnxReport, Params, RunReport
@@ -17,9 +17,10 @@ def _params(model: nn.Module) -> int:
 
 
 def layer_rows(choices: list[LayerChoice], plans: list[LayerPlan], results: list[LayerResult],
-               onnx: OnnxReport | None = None) -> list[LayerRow]:
+               onnx: OnnxReport | None = None, refitted: list[RefitResult] = ()) -> list[LayerRow]:
     """One row per conv / linear layer of the model, compressed or not, in model order."""
     plans_by = {p.name: p for p in plans}
+    refits = {r.name: r for r in refitted}
     results_by = {r.name: r for r in results}
     deploy_by = {d.name: d for d in onnx.layers} if onnx is not None else {}
     rows = []
@@ -34,10 +35,14 @@ def layer_rows(choices: list[LayerChoice], plans: list[LayerPlan], results: list
             else:
                 result = results_by[info.name]
                 row.status, row.ranks = "compressed", plan.ranks
+                row.reason = plan.reason or row.reason  # the global allocator says why these ranks
                 row.params_compressed, row.flops_compressed = plan.params_compressed, plan.flops_compressed
                 row.rel_error, row.seconds = result.rel_error, result.seconds
                 if info.name in deploy_by:
                     row.deploy_form = deploy_by[info.name].form
+                if info.name in refits:
+                    row.output_error = refits[info.name].error_before
+                    row.output_error_refit = refits[info.name].error_after
         rows.append(row)
     return rows
 

@@ -27,18 +27,26 @@ def _distillation(d: DistillResult, acc: Accuracy) -> list[str]:
     name = {"seq": "Seq-KD", "e2e": "E2E-KD"}.get(d.algorithm, d.algorithm)
     b = d.budget
     compressed = acc.compressed.top1 if acc.compressed else None
+    start = d.curve[0] if d.curve else None
     lines = ["", f"## Distillation ({name})", "",
              f"{d.updates} gradient updates of batch {b.batch_size} ({b.epochs:.2f} epochs of "
              f"{d.train['source']}, {d.train['samples']} samples) on {d.device}"
-             + (f", {d.world_size} processes" if d.world_size > 1 else "") + "; Layer-Decomp alone: "
-             f"{_pct(acc.layer_decomp_top1)} ({d.curve[0].samples} test samples), after distillation: "
-             f"{_pct(compressed)} ({acc.samples} test samples).", "",
-             "| after | updates | top-1 (curve samples) |", "|---|---:|---:|"]
+             + (f", {d.world_size} processes" if d.world_size > 1 else "")
+             + (f", from a wall-clock budget of {b.seconds:.0f} s" if b.seconds else "") + "; before distillation: "
+             f"{_pct(start.top1 if start else None)} ({start.samples if start else 0} test samples), after: "
+             f"{_pct(compressed)} ({acc.samples} test samples)."]
+    if d.cache is not None:
+        c = d.cache
+        kinds = sorted(set(c.dtypes.values()))
+        lines.append(f"Activation cache: {c.samples} calibration images, {c.entries} tensors, "
+                     f"{c.bytes / 2 ** 20:.1f} MiB in {c.storage} ({', '.join(kinds)}), built in {c.seconds:.1f} s.")
+    lines += ["", "| after | updates | top-1 (curve samples) |", "|---|---:|---:|"]
     lines += [f"| {p.after} | {p.updates} | {_pct(p.top1)} |" for p in d.curve]
-    lines += ["", "| phase | steps | trained params | first loss | mean loss | images/s | lr reductions |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| phase | steps | trained params | first loss | mean loss | updates/s | images/s | seconds | "
+              "CPU seconds | lr reductions |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {u.phase} | {u.steps} | {_num(u.trained_params)} | {u.first_loss or 0:.4g} | "
-              f"{u.mean_loss:.4g} | {u.images_per_s:.0f} | {u.lr_reductions} |" for u in d.phases]
+              f"{u.mean_loss:.4g} | {u.steps / max(u.seconds, 1e-9):.1f} | {u.images_per_s:.0f} | "
+              f"{u.wall_seconds:.1f} | {u.cpu_seconds:.1f} | {u.lr_reductions} |" for u in d.phases]
     return lines
 
 
@@ -61,6 +69,12 @@ def render_markdown(report: RunReport) -> str:
     if acc.original is not None and acc.compressed is not None:
         lines.append(f"| top-1 accuracy ({acc.data}, {acc.samples} samples) | {_pct(acc.original.top1)} | "
                      f"{_pct(acc.compressed.top1)} | |")
+    if report.stages:
+        lines += ["", "## Stages", "", "Accuracy after each stage before distillation, on the curve's test samples; "
+                  "seconds are the stage's own (wall clock, and CPU time of all threads)."
+                  + (f" Calibration pool: {report.calibration['source']}." if report.calibration else ""), "",
+                  "| stage | seconds | CPU seconds | top-1 |", "|---|---:|---:|---:|"]
+        lines += [f"| {p.stage} | {p.seconds:.1f} | {p.cpu_seconds:.1f} | {_pct(p.top1)} |" for p in report.stages]
     if report.distillation:
         lines += _distillation(report.distillation, acc)
     if report.latency:
@@ -79,13 +93,16 @@ def render_markdown(report: RunReport) -> str:
                   ""]
     if report.warnings:
         lines += ["## Warnings", "", *(f"- {w}" for w in report.warnings), ""]
-    lines += ["## Layers", "", "| layer | status | format | ranks | params | rate | rel. error | ONNX form | note |",
-              "|---|---|---|---|---:|---:|---:|---|---|"]
+    lines += ["## Layers", "", "Errors are relative: the kernel's (weight-space Layer-Decomp), and the layer's output "
+              "on the calibration pool before and after data-aware fitting.", "",
+              "| layer | status | format | ranks | params | rate | kernel error | output error | ONNX form | note |",
+              "|---|---|---|---|---:|---:|---:|---:|---|---|"]
     for r in report.layers:
         err = "-" if r.rel_error is None else f"{r.rel_error:.4f}"
+        out = "-" if r.output_error is None else f"{r.output_error:.4f} -> {r.output_error_refit:.4f}"
         rate = "-" if r.rate is None else f"{r.rate:.4f}"
         lines.append(f"| {r.name} | {r.status} | {r.format or '-'} | {_ranks(r.ranks)} | "
-                     f"{_num(r.params_original)} -> {_num(r.params_compressed)} | {rate} | {err} | "
+                     f"{_num(r.params_original)} -> {_num(r.params_compressed)} | {rate} | {err} | {out} | "
                      f"{r.deploy_form or '-'} | {r.reason} |")
     lines += ["", "Repeat this run with `tnncompress run --recipe recipe.yaml` (in this directory).", ""]
     return "\n".join(lines)

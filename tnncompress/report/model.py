@@ -32,6 +32,8 @@ class LayerRow:
     ranks: dict[str, int] | None = None
     tensorization: dict | None = None
     rel_error: float | None = None  # relative reconstruction error of the kernel
+    output_error: float | None = None  # relative output error on the calibration pool, weight-space Layer-Decomp
+    output_error_refit: float | None = None  # ... after data-aware Layer-Decomp
     seconds: float | None = None  # of its Layer-Decomp
     deploy_form: str | None = None  # in the ONNX graph: "dense" or "factors"
 
@@ -88,6 +90,17 @@ class OnnxReport:
 
 
 @dataclass
+class StageRecord:
+    """A stage of the run, what it cost, and the accuracy it left (on the curve's test samples)."""
+
+    stage: str
+    seconds: float
+    cpu_seconds: float
+    top1: float | None = None
+    samples: int | None = None
+
+
+@dataclass
 class RunReport:
     schema: int
     tnncompress_version: str
@@ -105,6 +118,9 @@ class RunReport:
     layers: list[LayerRow]
     recipe: dict  # the resolved recipe document
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, and "total"
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # the same in CPU time (all threads)
+    stages: list[StageRecord] = field(default_factory=list)  # accuracy after each stage before distillation
+    calibration: dict | None = None  # the calibration pool, when one was drawn
     warnings: list[str] = field(default_factory=list)
     distillation: DistillResult | None = None
     onnx: OnnxReport | None = None

@@ -1,0 +1,46 @@
+"""The calibration pool: a fixed sample of training images, without augmentation, that data-aware
+Layer-Decomp, batch-norm recalibration, rank allocation and the Seq-KD cache all see.
+
+The sample is a function of the seed alone (a seeded permutation of the training split), so a resumed
+or repeated run calibrates on the same images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from ..data import ClassificationData, TensorImageDataset
+
+
+@dataclass
+class CalibrationPool:
+    images: torch.Tensor  # normalised float32 [N, C, H, W]
+    labels: torch.Tensor
+    source: str
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def batches(self, batch_size: int = 256, device: str = "cpu") -> Iterator[torch.Tensor]:
+        for start in range(0, len(self), batch_size):
+            yield self.images[start:start + batch_size].to(device)
+
+    def describe(self) -> dict:
+        return {"samples": len(self), "source": self.source, "input_size": list(self.images.shape[1:])}
+
+
+def calibration_pool(train: ClassificationData, samples: int, seed: int = 0) -> CalibrationPool:
+    """`samples` training images (all of them when the split is smaller), chosen by the seed."""
+    n = min(samples, len(train))
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 7919 + 17))[:n]
+    ds = train.dataset
+    if isinstance(ds, TensorImageDataset):
+        images, labels = ds.normalise(ds.images[order]), ds.labels[order]
+    else:  # folder datasets: read the chosen items
+        items = [ds[int(i)] for i in order]
+        images = torch.stack([x for x, _ in items])
+        labels = torch.tensor([int(y) for _, y in items])
+    return CalibrationPool(images.float().contiguous(), labels, f"{n} images of {train.source}")
