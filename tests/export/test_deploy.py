@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
+import onnx
 import pytest
 import torch
 from torch import nn
 
 from tnncompress.errors import ExportError
-from tnncompress.export import deployable, operator_counts, to_onnx, verify
+from tnncompress.export import deployable, operator_counts, tensorized_inputs, to_onnx, verify
+from tnncompress.export.deploy import candidates
 from tnncompress.formats import TensorizedLayer, get_format, list_formats, tensorize
 from tnncompress.formats.base import KernelShape
 
@@ -37,17 +41,25 @@ def _compressed(fmt: str) -> nn.Module:
     return net
 
 
+QUICK = dict(min_time=0.01, model_min_time=0.02)  # timings here are for the decision's logic, not its quality
+
+
 @pytest.mark.parametrize("fmt", list_formats())
-@pytest.mark.parametrize("form", ["dense", "factors", "flops", "auto"])
+@pytest.mark.parametrize("form", ["dense", "factors", "flops", "auto-onnxruntime", "auto-pytorch"])
 def test_every_form_computes_the_same_function(fmt, form):
     model = _compressed(fmt)
-    deployed, choices = deployable(model, (8, 9, 9), batch=1, form=form)
-    assert [c.name for c in choices] == ["conv", "shortcut", "fc"]
+    form, _, runtime = form.partition("-")
+    deployed, decision = deployable(model, (8, 9, 9), [1, 2], form=form, runtime=runtime or "onnxruntime",
+                                    **(QUICK if form == "auto" else {}))
+    assert [c.name for c in decision.layers] == ["conv", "shortcut", "fc"]
     if form in ("dense", "factors"):
-        assert all(c.form == form for c in choices)
+        assert all(c.form == form for c in decision.layers)
     if form == "auto":
-        assert all(c.ms_dense > 0 and c.ms_factors > 0 for c in choices)
-    x = torch.randn(5, 8, 9, 9)  # another batch size than the one the forms were chosen for
+        # every candidate of every layer timed at both batch sizes, and the three whole-model assignments
+        assert all(c.ms["dense"].keys() == {"1", "2"} and "optimal" in c.ms for c in decision.layers)
+        assert decision.models.keys() == {"measured", "dense", "factors"}
+        assert decision.picked == min(decision.models, key=lambda k: math.prod(decision.models[k].values()))
+    x = torch.randn(5, 8, 9, 9)  # another batch size than the ones the forms were chosen for
     with torch.no_grad():
         want = model(x)
         got = deployed(x)
@@ -57,6 +69,45 @@ def test_every_form_computes_the_same_function(fmt, form):
                for n in ("conv", "shortcut", "fc"))
 
 
+@pytest.mark.parametrize("fmt", ["cp", "tk", "mcp"])
+def test_every_candidate_chain_computes_the_dense_layer(fmt):
+    """Each factor chain the decision may pick (each plan) is the dense layer, to float tolerance."""
+    model = _compressed(fmt)
+    for name, shape in tensorized_inputs(model, (8, 9, 9)).items():
+        layer = model.get_submodule(name)
+        forms = candidates(layer, shape)
+        assert "dense" in forms and "optimal" in forms
+        x = torch.randn(3, *shape[1:], dtype=torch.float32)
+        with torch.no_grad():
+            want = layer.eval()(x)
+            for candidate, (module, path) in forms.items():
+                assert (path is None) == (candidate == "dense")
+                torch.testing.assert_close(module(x), want, rtol=1e-4, atol=1e-5)
+
+
+def _layer_net(conv: nn.Module) -> nn.Module:
+    return nn.Sequential(conv).eval()
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "pytorch"])
+def test_the_measured_decision_picks_the_faster_form(runtime):
+    """Two layers built to favour each form by a wide margin: a rank-4 CP of a 128-channel 3x3
+    convolution (the chain needs 3% of the dense FLOPs) and a rank-256 CP of a 32-channel one (8x the
+    channels in every intermediate of its chain, and about as many FLOPs as the dense layer). Each must
+    get its form, in either runtime."""
+    torch.manual_seed(0)
+    cheap = TensorizedLayer.from_layer(nn.Conv2d(128, 128, 3, padding=1, bias=False), "cp", {"r": 4})
+    dear = TensorizedLayer.from_layer(nn.Conv2d(32, 32, 3, padding=1, bias=False), "cp", {"r": 256})
+    for layer, size, want in ((cheap, (128, 16, 16), "factors"), (dear, (32, 16, 16), "dense")):
+        model = _layer_net(layer)
+        _, decision = deployable(model, size, [8], form="auto", runtime=runtime, min_time=0.05, model_min_time=0.1)
+        (chosen,) = decision.layers
+        assert chosen.form == want, chosen.ms
+        best_chain = min(v["8"] for k, v in chosen.ms.items() if k != "dense")
+        faster, slower = sorted([chosen.ms["dense"]["8"], best_chain])
+        assert slower > 1.3 * faster  # the margin the construction promises
+
+
 @pytest.mark.parametrize("fmt", ["cp", "mtt", "tr"])
 def test_onnx_of_the_factor_chain_is_plain_and_checked(fmt):
     model = _compressed(fmt)
@@ -64,6 +115,14 @@ def test_onnx_of_the_factor_chain_is_plain_and_checked(fmt):
     graph = to_onnx(deployed, (8, 9, 9))
     ops = operator_counts(graph)
     assert ops["Conv"] >= 3 and "Einsum" not in ops  # weight-only steps folded into initialisers
+    if fmt == "cp":  # no Reshape to the same shape between the chain's convolutions (it blocks fusion)
+        nodes = onnx.load_from_string(graph).graph.node
+        made_by = {out: n.op_type for n in nodes for out in n.output}
+        conv_after = [made_by.get(n.input[0]) for n in nodes if n.op_type == "Conv"]
+        reshape_after = {n.output[0]: made_by.get(n.input[0]) for n in nodes if n.op_type == "Reshape"}
+        conv_inputs = [made_by.get(n.input[0]) for n in nodes if n.op_type == "Conv" and n.input[0] in reshape_after
+                       and reshape_after[n.input[0]] == "Conv"]
+        assert conv_after.count("Conv") >= 6 and not conv_inputs
     result = verify(graph, model, (8, 9, 9), batches=(1, 4))
     assert result.matches and result.max_abs_error < 1e-4
 
@@ -84,3 +143,14 @@ def test_a_model_the_exporter_cannot_trace_is_a_clear_error():
 
     with pytest.raises(ExportError, match="cannot be exported to ONNX .*onnx=False skips the export"):
         to_onnx(Adaptive(), (3, 7, 7))
+
+
+def test_a_model_without_a_speed_up_says_why_with_the_numbers():
+    from tnncompress.export import FormDecision
+
+    models = {"measured": {"1": 1.0, "32": 9.0}, "dense": {"1": 1.02, "32": 10.0}, "factors": {"1": 1.3, "32": 9.5}}
+    line = FormDecision("onnxruntime", [1, 32], "measured", [], models).why_no_speedup()
+    assert line == ("no speed-up in onnxruntime at batch 1: this model's factor chains are no faster than its dense "
+                    "layers there (batch 1: dense 1.02 ms, all factors 1.30 ms, each layer's fastest 1.00 ms)")
+    models["measured"]["1"] = 0.9
+    assert FormDecision("onnxruntime", [1, 32], "measured", [], models).why_no_speedup() is None

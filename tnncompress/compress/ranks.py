@@ -3,7 +3,8 @@
 `rate_by="params"`: parameters after / parameters before <= rate for the layer (bias counted on both
 sides, as it is kept). `rate_by="flops"`: the layer's FLOPs per sample, by conv_einsum's plan at the
 layer's input size, after / before <= rate. Within the budget, each format's documented rank rule picks
-the ranks (see tnncompress.formats).
+the ranks (see tnncompress.formats), then `Format.fill_budget` raises single ranks by one while the
+budget (parameters or FLOPs) still allows, so that the budget is spent.
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ def plan_layer(module: nn.Module, info: LayerInfo, fmt_name: str, rate: float | 
             return plan
     else:
         chosen = _ranks_for_flops(fmt, shape, tz, flops_of, int(rate * info.flops))
+        chosen = fmt.fill_budget(shape, tz, chosen, int(rate * info.flops), flops_of) if chosen is not None else None
         if chosen is None:
             plan.reason = f"even rank 1 needs more than {rate:.0%} of the layer's FLOPs"
             return plan

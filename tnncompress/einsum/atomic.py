@@ -30,6 +30,14 @@ def _prod(values) -> int:
     return reduce(mul, values, 1)
 
 
+def reshaped(t: torch.Tensor, shape) -> torch.Tensor:
+    """`t.reshape(shape)`, or `t` itself when it has that shape already: a traced graph then holds no
+    Reshape to the same shape, which would sit between a Conv and what onnxruntime fuses into it."""
+    if t.dim() == len(shape) and all(s in (-1, d) for s, d in zip(shape, t.shape, strict=True)):
+        return t
+    return t.reshape(shape)
+
+
 def _permutation(current: tuple[str, ...], wanted: list[str]) -> list[int] | None:
     perm = [current.index(m) for m in wanted]
     return None if perm == list(range(len(perm))) else perm
@@ -108,7 +116,7 @@ def _conv_call(net: Network, merged: Subset, modes_a, modes_b, spatial_a: list[s
     def run(ta: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
         if perm_a is not None:
             ta = ta.permute(perm_a)
-        x = ta.reshape(in_shape)
+        x = reshaped(ta, in_shape)
         if perm_b is not None:
             tb = tb.permute(perm_b)
         w = tb.reshape(w_shape)
@@ -117,7 +125,7 @@ def _conv_call(net: Network, merged: Subset, modes_a, modes_b, spatial_a: list[s
         if explicit_pad:
             x = F.pad(x, explicit_pad)
         y = conv(x, w, stride=strides, padding=conv_padding, dilation=dilations, groups=n_g)
-        return y.reshape(out_plain + out_spatial)
+        return reshaped(y, out_plain + out_spatial)
 
     return CompiledStep(kind, out_modes, run, label.format(out=_term(out_modes)))
 

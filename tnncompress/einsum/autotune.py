@@ -20,7 +20,9 @@ MEMORY_FACTOR = 8  # a candidate may hold at most this many times the leanest ca
 MEMORY_FLOOR = 1 << 24  # ... or this many elements, whichever is larger
 
 
-def fastest_path(expr, backward: bool, device, dtype) -> tuple[list[tuple[int, int]], dict[str, float]]:
+def candidate_paths(expr, backward: bool = False) -> dict[str, list[tuple[int, int]]]:
+    """The distinct candidate plans of `expr` by name, without those whose largest intermediate
+    dwarfs the leanest candidate's."""
     net = expr.network
     candidates: dict[str, list[tuple[int, int]]] = {}
     for name, path in (("optimal", paths.find_path(net, "optimal", backward)),
@@ -34,7 +36,17 @@ def fastest_path(expr, backward: bool, device, dtype) -> tuple[list[tuple[int, i
     # materialise tensors of tens of GB (reshaped formats at high rank) and would exhaust memory.
     largest = {name: paths.path_cost(net, path)[1] for name, path in candidates.items()}
     limit = max(MEMORY_FACTOR * min(largest.values()), MEMORY_FLOOR)
-    candidates = {name: path for name, path in candidates.items() if largest[name] <= limit}
+    return {name: path for name, path in candidates.items() if largest[name] <= limit}
+
+
+def path_fits(expr, path) -> bool:
+    """Whether `path` (e.g. read from a file) keeps within the memory rule the candidates obey."""
+    largest = [paths.path_cost(expr.network, p)[1] for p in candidate_paths(expr).values()]
+    return paths.path_cost(expr.network, path)[1] <= max(MEMORY_FACTOR * min(largest), MEMORY_FLOOR)
+
+
+def fastest_path(expr, backward: bool, device, dtype) -> tuple[list[tuple[int, int]], dict[str, float]]:
+    candidates = candidate_paths(expr, backward)
     if len(candidates) == 1:
         return next(iter(candidates.values())), {}
     g = torch.Generator(device="cpu").manual_seed(0)

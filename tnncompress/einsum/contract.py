@@ -171,6 +171,11 @@ def _key(value):
     return tuple(value) if isinstance(value, list) else value
 
 
+def _optimize_key(optimize):
+    """A strategy name, or an explicit path as a tuple of pairs (hashable, for the plan cache)."""
+    return optimize if isinstance(optimize, str) else tuple(tuple(step) for step in optimize)
+
+
 @lru_cache(maxsize=4096)
 def _cached(text, shapes, stride, padding, dilation, weights_only, optimize, backward, checkpoint, device, dtype):
     return ConvEinsumExpression(text, shapes, stride, padding, dilation, weights_only, optimize, backward,
@@ -184,14 +189,14 @@ def contract_expression(text: str, *shapes, stride=1, padding=0, dilation=1, wei
     """Plan `text` for operands of these shapes (cached): returns a callable expression.
 
     optimize: "optimal" (fewest FLOPs, exact search), "measure" (time the candidate plans on `device`
-    with `dtype` and keep the fastest), "naive", "rebuild" or "greedy".
+    with `dtype` and keep the fastest), "naive", "rebuild", "greedy", or an explicit SSA path.
     backward: count the backward pass in the cost (and, with "measure", time forward + backward).
     checkpoint: recompute the intermediates in the backward pass instead of keeping them.
     """
     if optimize != "measure":  # device and dtype only matter to measurements
         device, dtype = "cpu", torch.float32
     return _cached(text, tuple(tuple(int(d) for d in s) for s in shapes), _key(stride), _key(padding),
-                   _key(dilation), weights_only, optimize, backward, checkpoint, str(device), dtype)
+                   _key(dilation), weights_only, _optimize_key(optimize), backward, checkpoint, str(device), dtype)
 
 
 def conv_einsum(text: str, *operands: torch.Tensor, stride=1, padding=0, dilation=1, weights_only: bool = False,

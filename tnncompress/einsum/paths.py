@@ -7,6 +7,8 @@ creates node n+k. Strategies:
   rebuild   all weights first, in their FLOP-optimal order, then one step with the input (the
             dense-kernel order; a left-to-right rebuild can be far worse, e.g. for reshaped CP)
   greedy    opt_einsum's greedy search (used above OPTIMAL_LIMIT operands)
+or an explicit path (a sequence of pairs), as opt_einsum also accepts: how a plan measured at export
+is replayed at load time without measuring again.
 """
 
 from __future__ import annotations
@@ -74,7 +76,28 @@ def greedy_path(net: Network) -> list[tuple[int, int]]:
     return [tuple(step) for step in linear_to_ssa(linear)]
 
 
-def find_path(net: Network, strategy: str, backward: bool = False) -> list[tuple[int, int]]:
+def check_path(n: int, path) -> list[tuple[int, int]]:
+    """An explicit SSA path for `n` operands, validated (it may come from a file): each step joins two
+    distinct live nodes, and the steps leave exactly one."""
+    live, steps = set(range(n)), []
+    for k, step in enumerate(path):
+        if (not isinstance(step, (list, tuple)) or len(step) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in step)):
+            raise ValueError(f"path step {k}: expected a pair of node ids, got {step!r}")
+        i, j = step
+        if i == j or i not in live or j not in live:
+            raise ValueError(f"path step {k}: ({i}, {j}) does not join two distinct live nodes")
+        live -= {i, j}
+        live.add(n + k)
+        steps.append((i, j))
+    if len(live) != 1:
+        raise ValueError(f"the path leaves {len(live)} nodes, not one")
+    return steps
+
+
+def find_path(net: Network, strategy, backward: bool = False) -> list[tuple[int, int]]:
+    if not isinstance(strategy, str):
+        return check_path(net.n, strategy)
     if net.n == 1:
         return []
     if strategy == "naive":

@@ -1,36 +1,51 @@
-"""The deployment form of a compressed model: per tensorial layer, the rebuilt dense kernel or the
-factorised chain, whichever is faster at the deployment batch size.
+"""The deployment forms of a tensorial layer, and a model with a form assigned to each layer.
 
-"auto" times both forms of each layer on the CPU (round-robin medians, in PyTorch, whose oneDNN kernels
-are the ones onnxruntime's CPU provider also uses), because FLOPs alone mislead on small layers, where a
-chain of k convolutions pays k launches and k intermediates. "flops" is the FLOP cost model alone: the
-chain is chosen when its plan needs less than `CHAIN_MARGIN` of the dense layer's FLOPs. "dense" and
-"factors" force one form. The counts (and times) behind every choice are recorded.
+A layer deploys either as the dense convolution its factors represent (the kernel rebuilt once, in
+float64) or as a factor chain: its conv_einsum plan with the weight-only steps done once (a frozen
+`BoundExpression`). A chain can follow several plans: the FLOP-optimal one ("optimal"), opt_einsum's
+greedy order ("greedy") or left to right ("naive"); which is fastest depends on the runtime, the batch
+size and the layer's shape, which is why `choose.py` times them. Candidates are named "dense" or by
+their plan, and a model's assignment is {layer name: candidate}.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from ..einsum.autotune import candidate_paths
+from ..einsum.paths import path_cost
 from ..formats import TensorizedLayer, TensorizedLinear
-from ..timing import interleaved_medians
 
-CHAIN_MARGIN = 0.8  # the chain is used when its FLOPs are below this fraction of the dense layer's
+CHAIN_MARGIN = 0.8  # "flops": the chain is used when its FLOPs are below this fraction of the dense layer's
 FORMS = ("auto", "flops", "dense", "factors")
+DENSE, CHAIN = "dense", "optimal"  # the two pure forms' candidates
+FLOP_FACTOR = 2  # chains with more than this many times the FLOP-optimal chain's FLOPs are not tried
 
 
 @dataclass
 class DeployChoice:
+    """One layer's deployment form and what it was chosen from."""
+
     name: str
     form: str  # "dense" or "factors"
-    flops_dense: int  # at the deployment batch size
-    flops_factors: int
-    ms_dense: float | None = None  # measured ("auto" only)
-    ms_factors: float | None = None
+    plan: str | None  # the factor chain's plan ("optimal", "greedy", "naive"); None when dense
+    flops_dense: int  # per sample
+    flops_factors: int  # of the FLOP-optimal chain, per sample
+    path: list[list[int]] | None = None  # the chain's SSA path, replayed at load time
+    ms: dict[str, dict[str, float]] = field(default_factory=dict)  # measured: candidate -> batch -> ms
+
+    @property
+    def candidate(self) -> str:
+        return self.plan if self.form == "factors" else DENSE
+
+    @property
+    def label(self) -> str:
+        """"dense", "factors" (the FLOP-optimal chain) or "factors:PLAN"."""
+        return self.form if self.plan in (None, CHAIN) else f"factors:{self.plan}"
 
 
 def tensorized_inputs(model: nn.Module, input_size: tuple[int, int, int], batch: int = 1) -> dict[str, tuple]:
@@ -74,7 +89,7 @@ def dense_module(layer: TensorizedLayer) -> nn.Module:
     return dense.to(device=kernel.device, dtype=kernel.dtype)
 
 
-def _dense_flops(layer: TensorizedLayer, input_shape: tuple) -> int:
+def dense_flops(layer: TensorizedLayer, input_shape: tuple) -> int:
     s = layer.shape
     if isinstance(layer, TensorizedLinear):
         return 2 * (torch.Size(input_shape[:-1]).numel()) * s.in_channels * s.out_channels
@@ -84,34 +99,64 @@ def _dense_flops(layer: TensorizedLayer, input_shape: tuple) -> int:
     return 2 * input_shape[0] * s.out_channels * out.shape[-2] * out.shape[-1] * s.in_channels * s.kh * s.kw
 
 
-@torch.inference_mode()
-def _time_forms(dense: nn.Module, frozen: TensorizedLayer, shape: tuple) -> dict[str, float]:
-    device = next(dense.parameters()).device
-    x = torch.randn(shape, device=device)
-    return interleaved_medians({"dense": lambda: dense(x), "factors": lambda: frozen(x)}, min_time=0.05,
-                               max_rounds=15, min_rounds=3)
+def chain_paths(layer: TensorizedLayer, input_shape: tuple) -> dict[str, list[tuple[int, int]]]:
+    """The factor chains worth trying for this layer, by plan name. The rebuild-the-kernel plan is left
+    out: bound to its weights it is the dense form."""
+    with torch.no_grad():
+        expr = layer.plan_for(input_shape)
+    paths = candidate_paths(expr, backward=False)
+    paths.pop("rebuild", None)
+    paths.pop("optimal-forward", None)  # the same as "optimal" when no backward pass is counted
+    paths.setdefault(CHAIN, expr.path)  # the FLOP-optimal chain is always a candidate: it is a pure form
+    # A chain far costlier than the FLOP-optimal one is not worth timing (left to right can be 500x it).
+    cheapest = path_cost(expr.network, paths[CHAIN])[0]
+    return {name: path for name, path in paths.items()
+            if name == CHAIN or path_cost(expr.network, path)[0] <= FLOP_FACTOR * cheapest}
 
 
-def deployable(model: nn.Module, input_size: tuple[int, int, int], batch: int = 1, form: str = "auto"
-               ) -> tuple[nn.Module, list[DeployChoice]]:
-    """A copy of `model` in eval mode with each tensorial layer in its deployment form."""
-    if form not in FORMS:
-        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
-    deployed = copy.deepcopy(model).eval()
-    inputs = tensorized_inputs(deployed, input_size, batch)
-    choices = []
+def bind(layer: TensorizedLayer, input_shape: tuple, path) -> TensorizedLayer:
+    """A frozen copy of `layer` that evaluates the chain `path` for inputs shaped like `input_shape`."""
+    frozen = copy.deepcopy(layer).eval()
+    frozen.optimize = tuple(tuple(step) for step in path)
+    frozen.freeze(input_shape)
+    return frozen
+
+
+def candidates(layer: TensorizedLayer, input_shape: tuple) -> dict[str, tuple[nn.Module, list | None]]:
+    """Every deployment form of `layer`: candidate name -> (module, chain path or None)."""
+    forms: dict[str, tuple[nn.Module, list | None]] = {DENSE: (dense_module(layer).eval(), None)}
+    for name, path in chain_paths(layer, input_shape).items():
+        forms[name] = (bind(layer, input_shape, path), [list(step) for step in path])
+    return forms
+
+
+def choice(name: str, layer: TensorizedLayer, input_shape: tuple, candidate: str, path=None) -> DeployChoice:
+    """The record of `candidate` for this layer (FLOPs per sample)."""
+    per_sample = (1, *input_shape[1:])
+    return DeployChoice(name, DENSE if candidate == DENSE else "factors", None if candidate == DENSE else candidate,
+                        dense_flops(layer, per_sample), layer.plan_for(per_sample).flops, path)
+
+
+def fixed_choices(model: nn.Module, inputs: dict[str, tuple], form: str) -> list[DeployChoice]:
+    """Forms that need no measurement: every layer dense, every layer its FLOP-optimal chain, or
+    whichever of the two the FLOP count favours ("flops")."""
+    out = []
     for name, shape in inputs.items():
-        layer = deployed.get_submodule(name)
-        choice = DeployChoice(name, form, _dense_flops(layer, shape), layer.plan_for(shape).flops)
-        dense = dense_module(layer)
-        layer.freeze(shape)
-        if form == "flops":
-            choice.form = "factors" if choice.flops_factors < CHAIN_MARGIN * choice.flops_dense else "dense"
-        elif form == "auto":
-            times = _time_forms(dense, layer, shape)
-            choice.ms_dense, choice.ms_factors = 1e3 * times["dense"], 1e3 * times["factors"]
-            choice.form = "factors" if times["factors"] < times["dense"] else "dense"
-        if choice.form == "dense":
-            deployed.set_submodule(name, dense)
-        choices.append(choice)
-    return deployed, choices
+        layer = model.get_submodule(name)
+        record = choice(name, layer, shape, CHAIN)
+        if form == DENSE or (form == "flops" and record.flops_factors >= CHAIN_MARGIN * record.flops_dense):
+            record = choice(name, layer, shape, DENSE)
+        else:
+            record.path = [list(step) for step in layer.plan_for(shape).path]
+        out.append(record)
+    return out
+
+
+def deployed(model: nn.Module, inputs: dict[str, tuple], choices: list[DeployChoice]) -> nn.Module:
+    """A copy of `model` in eval mode with each layer in the form its choice names."""
+    out = copy.deepcopy(model).eval()
+    for c in choices:
+        layer = out.get_submodule(c.name)
+        module = dense_module(layer).eval() if c.form == DENSE else bind(layer, inputs[c.name], c.path)
+        out.set_submodule(c.name, module)
+    return out

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..einsum import BoundExpression, contract_expression
+from ..einsum.atomic import reshaped
 from .base import Format, KernelShape, Ranks, get_format
 from .tensorize import Tensorization, tensorize
 
@@ -116,7 +117,12 @@ class TensorizedLayer(nn.Module):
         """[B, C, H, W] -> [B, out_channels, H', W'], bias included."""
         if self.bound is not None:  # the deployment form: sizes fixed but the batch
             in_hw, out_hw = self._frozen_hw
-            y = self.bound(x.reshape(-1, *self._in_view, *in_hw)).reshape(-1, self.shape.out_channels, *out_hw)
+            if tuple(x.shape[-2:]) != in_hw:
+                raise ValueError(f"this layer is a factor chain planned for {in_hw[0]}x{in_hw[1]} inputs, got "
+                                 f"{x.shape[-2]}x{x.shape[-1]}; tnncompress.load(DIR, form='factors') (or "
+                                 "form='dense') runs at any size")
+            y = self.bound(reshaped(x, (-1, *self._in_view, *in_hw)))
+            y = reshaped(y, (-1, self.shape.out_channels, *out_hw))
         else:
             batch, _, h, w = x.shape
             xt = x.reshape(batch, *self._in_view, h, w)

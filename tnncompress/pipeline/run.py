@@ -91,20 +91,23 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         with clock.stage("evaluate"):
             accuracy = stages.accuracy(recipe, loaded, student, test, ctx, points[0])
         with clock.stage("export"):
-            onnx = stages.export(recipe, ws.output, loaded, student)
+            onnx, load_forms, as_loaded = stages.export(recipe, ws.output, loaded, student)
         latency = None
         if recipe.report.latency:
             with clock.stage("latency"):
-                latency = stages.latency(recipe, ws.output, loaded, student, onnx)
-        warnings = (latency.slower_than_original() if latency else []) + \
+                latency = stages.latency(recipe, ws.output, loaded, as_loaded, onnx)
+        why = [d.why_no_speedup() for d in (onnx.forms if onnx else None, load_forms) if d is not None and d.models]
+        warnings = (latency.slower_than_original() if latency else []) + [w for w in why if w] + \
                    ([e.describe() for e in distilled.events] if distilled else [])
         report = build_report(recipe=recipe, loaded=loaded, original=loaded.model, compressed=student,
-                              rows=layer_rows(choices, plans, decomposed, onnx, refitted), accuracy=accuracy,
+                              rows=layer_rows(choices, plans, decomposed, onnx, refitted, load_forms),
+                              accuracy=accuracy,
                               seconds={**clock.seconds, "total": clock.total()}, warnings=warnings,
                               distillation=distilled, onnx=onnx, latency=latency)
         report.cpu_seconds = {**clock.cpu_seconds, "total": clock.total_cpu()}
         report.stages = points
         report.calibration = pool.describe() if pool is not None else None
+        report.load_forms = load_forms
         write_report(ws.output, report)
         (ws.output / RECIPE_FILE).write_text(recipe.to_yaml())
     return RunResult(out, report, student)

@@ -27,7 +27,7 @@ from ..data import ClassificationData, DataSpec, load_data
 from ..distill import Context, DistillResult, distil
 from ..errors import UsageError, opt
 from ..evaluate import check_compatible, evaluate, output_classes
-from ..export import OPSET, deployable, operator_counts, to_onnx, verify, write_compressed
+from ..export import OPSET, FormDecision, deployable, operator_counts, to_onnx, verify, write_compressed
 from ..formats import TensorizedLayer, planned
 from ..inspect import call_order
 from ..io import LoadedModel, load_model
@@ -178,25 +178,35 @@ def accuracy(recipe: Recipe, loaded: LoadedModel, student: nn.Module, test: Clas
                     layer_decomp_top1=layer_decomp.top1)
 
 
-def export(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Module) -> OnnxReport | None:
-    """model.safetensors + structure.json, and the checked ONNX graph."""
-    write_compressed(directory, student, loaded.arch, loaded.arch_kwargs, loaded.input_size,
-                     metadata={"recipe": recipe.to_data()})
+def export(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Module
+           ) -> tuple[OnnxReport | None, FormDecision | None, nn.Module]:
+    """model.safetensors + structure.json with each layer's load form, and the checked ONNX graph with
+    each layer's ONNX form; returns the ONNX report, the load-form decision and the model as
+    load(DIR) gives it."""
     x = recipe.export
+    eager, load_forms = student, None
+    if x.load_form != "factors":
+        log.info("choosing each layer's form for load(DIR) (%s)", x.load_form)
+        eager, load_forms = deployable(student, loaded.input_size, x.deploy_batch, x.load_form, runtime="pytorch")
+    write_compressed(directory, student, loaded.arch, loaded.arch_kwargs, loaded.input_size,
+                     metadata={"recipe": recipe.to_data()}, load_forms=load_forms.layers if load_forms else ())
     if not x.onnx:
-        return None
-    deployed, forms = deployable(student, loaded.input_size, x.deploy_batch, x.deploy_form)
+        return None, load_forms, eager
+    log.info("choosing each layer's ONNX form (%s)", x.deploy_form)
+    deployed, forms = deployable(student, loaded.input_size, x.deploy_batch, x.deploy_form, runtime="onnxruntime")
     graph = to_onnx(deployed, loaded.input_size)
     check = verify(graph, student, loaded.input_size, seed=recipe.seed)
     (directory / ONNX_FILE).write_bytes(graph)
-    report = OnnxReport(ONNX_FILE, OPSET, operator_counts(graph), check, x.deploy_batch, x.deploy_form, forms)
-    log.info("ONNX: %d layers as factor chains, %d dense; max |onnxruntime - PyTorch| %.2g", report.factor_layers,
-             report.dense_layers, check.max_abs_error)
-    return report
+    report = OnnxReport(ONNX_FILE, OPSET, operator_counts(graph), check, forms)
+    log.info("ONNX: %d layers as factor chains, %d dense (%s); max |onnxruntime - PyTorch| %.2g",
+             report.factor_layers, report.dense_layers, forms.picked, check.max_abs_error)
+    return report, load_forms, eager
 
 
 def latency(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Module,
             onnx: OnnxReport | None) -> Latency:
+    """The original against the compressed model as it deploys: in PyTorch as load(DIR) gives it
+    (`student` here), in onnxruntime as model.onnx."""
     log.info("measuring latency")
     original_graph = to_onnx(loaded.model, loaded.input_size) if onnx is not None else None
     graph = (directory / ONNX_FILE).read_bytes() if onnx is not None else None

@@ -8,6 +8,7 @@ from torch import nn
 from .. import __version__
 from ..compress import LayerChoice, LayerPlan, LayerResult, RefitResult
 from ..env import versions
+from ..export import FormDecision
 from ..io import LoadedModel
 from .model import REPORT_SCHEMA, Accuracy, Flops, LayerRow, OnnxReport, Params, RunReport
 
@@ -17,12 +18,14 @@ def _params(model: nn.Module) -> int:
 
 
 def layer_rows(choices: list[LayerChoice], plans: list[LayerPlan], results: list[LayerResult],
-               onnx: OnnxReport | None = None, refitted: list[RefitResult] = ()) -> list[LayerRow]:
+               onnx: OnnxReport | None = None, refitted: list[RefitResult] = (),
+               load_forms: FormDecision | None = None) -> list[LayerRow]:
     """One row per conv / linear layer of the model, compressed or not, in model order."""
     plans_by = {p.name: p for p in plans}
     refits = {r.name: r for r in refitted}
     results_by = {r.name: r for r in results}
-    deploy_by = {d.name: d for d in onnx.layers} if onnx is not None else {}
+    deploy_by = {d.name: d for d in onnx.forms.layers} if onnx is not None else {}
+    load_by = {d.name: d for d in load_forms.layers} if load_forms is not None else {}
     rows = []
     for c in choices:
         info, plan = c.info, plans_by.get(c.info.name)
@@ -39,7 +42,8 @@ def layer_rows(choices: list[LayerChoice], plans: list[LayerPlan], results: list
                 row.params_compressed, row.flops_compressed = plan.params_compressed, plan.flops_compressed
                 row.rel_error, row.seconds = result.rel_error, result.seconds
                 if info.name in deploy_by:
-                    row.deploy_form = deploy_by[info.name].form
+                    row.deploy_form = deploy_by[info.name].label
+                row.load_form = load_by[info.name].label if info.name in load_by else "trainable factors"
                 if info.name in refits:
                     row.output_error = refits[info.name].error_before
                     row.output_error_refit = refits[info.name].error_after

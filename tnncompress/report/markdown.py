@@ -90,19 +90,47 @@ def render_markdown(report: RunReport) -> str:
         lines += [f"opset {onnx.opset}, dynamic batch; onnx.checker {onnx.check.checker}; onnxruntime vs PyTorch "
                   f"max |error| {onnx.check.max_abs_error:.3g} (rtol {onnx.check.rtol}, atol {onnx.check.atol}); "
                   f"layers as factor chains: {onnx.factor_layers}, as rebuilt dense kernels: {onnx.dense_layers}.",
-                  ""]
+                  "", *_forms(onnx.forms)]
+    if report.load_forms is not None:
+        lines += ["## Load form", "", "The form each layer takes in `tnncompress.load(DIR)` (eager PyTorch; "
+                  "`load(DIR, form=\"factors\")` gives the trainable factors).", "", *_forms(report.load_forms)]
     if report.warnings:
         lines += ["## Warnings", "", *(f"- {w}" for w in report.warnings), ""]
     lines += ["## Layers", "", "Errors are relative: the kernel's (weight-space Layer-Decomp), and the layer's output "
               "on the calibration pool before and after data-aware fitting.", "",
-              "| layer | status | format | ranks | params | rate | kernel error | output error | ONNX form | note |",
-              "|---|---|---|---|---:|---:|---:|---:|---|---|"]
+              "| layer | status | format | ranks | params | rate | kernel error | output error | ONNX form | load form "
+              "| note |",
+              "|---|---|---|---|---:|---:|---:|---:|---|---|---|"]
     for r in report.layers:
         err = "-" if r.rel_error is None else f"{r.rel_error:.4f}"
         out = "-" if r.output_error is None else f"{r.output_error:.4f} -> {r.output_error_refit:.4f}"
         rate = "-" if r.rate is None else f"{r.rate:.4f}"
         lines.append(f"| {r.name} | {r.status} | {r.format or '-'} | {_ranks(r.ranks)} | "
                      f"{_num(r.params_original)} -> {_num(r.params_compressed)} | {rate} | {err} | {out} | "
-                     f"{r.deploy_form or '-'} | {r.reason} |")
+                     f"{r.deploy_form or '-'} | {r.load_form or '-'} | {r.reason} |")
     lines += ["", "Repeat this run with `tnncompress run --recipe recipe.yaml` (in this directory).", ""]
     return "\n".join(lines)
+
+
+_ASSIGNMENT = {"measured": "each layer its fastest form", "dense": "every layer dense",
+               "factors": "every layer its FLOP-optimal chain"}
+
+
+def _forms(d) -> list[str]:
+    """How a runtime's forms were decided: the whole-model times of each assignment, and per layer the
+    candidates' times (ms per batch; batch sizes separated by /)."""
+    batches = " / ".join(str(b) for b in d.batches)
+    if not d.models:
+        return [f"Form `{d.picked}` for every layer (not timed).", ""]
+    lines = [f"Timed in {d.runtime} at batch {batches}; the assignment with the lowest geometric mean of the "
+             "whole model's times is kept.", "", "| assignment | ms per batch | |", "|---|---:|---|"]
+    lines += [f"| {_ASSIGNMENT.get(name, name)} | {' / '.join(f'{v:.2f}' for v in ms.values())} | "
+              f"{'**kept**' if name == d.picked else ''} |" for name, ms in d.models.items()]
+    names = sorted({c for layer in d.layers for c in layer.ms}, key=lambda c: (c != "dense", c != "optimal", c))
+    lines += ["", "Per layer, ms per batch of each candidate (`optimal`, `greedy`, `naive`: factor chains "
+              "by that plan):",
+              "", "| layer | form | " + " | ".join(names) + " |", "|---|---|" + "---:|" * len(names)]
+    for layer in d.layers:
+        cells = [" / ".join(f"{v:.3f}" for v in layer.ms[c].values()) if c in layer.ms else "-" for c in names]
+        lines.append(f"| {layer.name} | {layer.label} | " + " | ".join(cells) + " |")
+    return [*lines, ""]

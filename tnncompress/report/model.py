@@ -8,12 +8,12 @@ from pathlib import Path
 
 from ..distill import DistillResult
 from ..evaluate import Metrics
-from ..export import DeployChoice, OnnxCheck
+from ..export import FormDecision, OnnxCheck
 from ..io import read_json
 from ..schema import from_data
 from .latency import Latency
 
-REPORT_SCHEMA = 2
+REPORT_SCHEMA = 3
 
 
 @dataclass
@@ -35,7 +35,8 @@ class LayerRow:
     output_error: float | None = None  # relative output error on the calibration pool, weight-space Layer-Decomp
     output_error_refit: float | None = None  # ... after data-aware Layer-Decomp
     seconds: float | None = None  # of its Layer-Decomp
-    deploy_form: str | None = None  # in the ONNX graph: "dense" or "factors"
+    deploy_form: str | None = None  # in the ONNX graph: "dense", "factors" or "factors:PLAN"
+    load_form: str | None = None  # in load(DIR): the same, or "trainable factors"
 
     @property
     def rate(self) -> float | None:
@@ -78,15 +79,13 @@ class OnnxReport:
     opset: int
     operators: dict[str, int]
     check: OnnxCheck
-    deploy_batch: int
-    deploy_form: str
-    layers: list[DeployChoice] = field(default_factory=list)
+    forms: FormDecision  # each layer's form in the graph, and the times it was chosen from
     factor_layers: int = 0  # layers exported as factor chains
     dense_layers: int = 0  # ... and as rebuilt dense kernels
 
     def __post_init__(self) -> None:
-        self.factor_layers = sum(d.form == "factors" for d in self.layers)
-        self.dense_layers = sum(d.form == "dense" for d in self.layers)
+        self.factor_layers = sum(d.form == "factors" for d in self.forms.layers)
+        self.dense_layers = sum(d.form == "dense" for d in self.forms.layers)
 
 
 @dataclass
@@ -124,6 +123,7 @@ class RunReport:
     warnings: list[str] = field(default_factory=list)
     distillation: DistillResult | None = None
     onnx: OnnxReport | None = None
+    load_forms: FormDecision | None = None  # each layer's form in load(DIR), and the times it was chosen from
     latency: Latency | None = None
     layers_compressed: int = 0
 
@@ -132,5 +132,24 @@ class RunReport:
 
 
 def read_report(path: str | Path) -> RunReport:
-    """A report.json back as records."""
-    return from_data(RunReport, read_json(path, "report"), str(path))
+    """A report.json back as records (schema 2 reports, before forms were timed per runtime, too)."""
+    doc = read_json(path, "report")
+    if isinstance(doc, dict) and doc.get("schema") == 2 and isinstance(doc.get("onnx"), dict):
+        doc = {**doc, "onnx": _onnx_v2(doc["onnx"])}
+    return from_data(RunReport, doc, str(path))
+
+
+def _onnx_v2(onnx: dict) -> dict:
+    """Schema 2's ONNX record: one batch size, per layer "dense" or "factors" and two times."""
+    onnx = dict(onnx)
+    batch = str(onnx.pop("deploy_batch", 1))
+    layers = []
+    for layer in onnx.pop("layers", []):
+        layer = dict(layer)
+        times = {"dense": layer.pop("ms_dense", None), "optimal": layer.pop("ms_factors", None)}
+        layer["plan"] = "optimal" if layer.get("form") == "factors" else None
+        layer["ms"] = {k: {batch: v} for k, v in times.items() if v is not None}
+        layers.append(layer)
+    onnx["forms"] = {"runtime": "onnxruntime", "batches": [int(batch)], "picked": onnx.pop("deploy_form", "auto"),
+                     "layers": layers}
+    return onnx

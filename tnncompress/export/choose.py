@@ -1,0 +1,166 @@
+"""Choosing each layer's deployment form by timing the candidates in the runtime that will run them.
+
+Eager PyTorch and onnxruntime disagree about small factor chains: eager pays Python and dispatch per
+operation, onnxruntime does not (and fuses what follows a Conv), so a decision made in one runtime can
+throw away the other's speed-up. So the decision is made per runtime:
+
+1. per layer, every candidate (dense, and each factor chain worth trying) is timed at the layer's input
+   shape for each deployment batch size: in onnxruntime as a one-layer graph, in PyTorch as the module;
+   candidates are timed round-robin and the medians kept. The layer takes the candidate with the lowest
+   geometric mean over the batch sizes;
+2. per model, the assignment this gives is timed against the two pure assignments (every layer dense,
+   every layer its FLOP-optimal chain), whole, round-robin, at each batch size, and the fastest by
+   geometric mean is kept: layers interact (memory traffic, operator fusion), and this is the guarantee
+   that the chosen model is never slower than the better pure form by more than the timing noise.
+
+Every time measured is kept in the result, so the report can show what each choice was made from.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..timing import interleaved_medians
+from .deploy import CHAIN, DENSE, FORMS, DeployChoice, candidates, choice, deployed, fixed_choices, tensorized_inputs
+from .onnx_graph import INPUT, OUTPUT, session, to_onnx
+
+RUNTIMES = ("onnxruntime", "pytorch")
+ASSIGNMENTS = ("measured", "dense", "factors")  # the per-layer choice and the two pure forms
+
+
+@dataclass
+class FormDecision:
+    """What a runtime's measured decision chose and from what."""
+
+    runtime: str  # "onnxruntime" or "pytorch"
+    batches: list[int]
+    picked: str  # one of ASSIGNMENTS when measured, else the fixed form ("dense", "factors", "flops")
+    layers: list[DeployChoice] = field(default_factory=list)
+    models: dict[str, dict[str, float]] = field(default_factory=dict)  # assignment -> batch -> ms, whole model
+
+    def why_no_speedup(self) -> str | None:
+        """One line, with the numbers, when no assignment beat every layer dense by 5% at some batch
+        size: this model's factor chains are not faster than its dense layers in this runtime."""
+        dense = self.models.get("dense", {})
+        slow = [b for b, ms in dense.items()
+                if min(times.get(b, ms) for times in self.models.values()) > ms / 1.05]
+        if not slow:
+            return None
+        times = "; ".join(f"batch {b}: dense {dense[b]:.2f} ms, all factors {self.models['factors'][b]:.2f} ms, "
+                          f"each layer's fastest {self.models['measured'][b]:.2f} ms" for b in slow)
+        return (f"no speed-up in {self.runtime} at batch {', '.join(slow)}: this model's factor chains are no "
+                f"faster than its dense layers there ({times})")
+
+    def speedup_over(self, assignment: str) -> dict[str, float]:
+        """Per batch size, how much faster the picked assignment was than `assignment` when timed."""
+        mine, other = self.models.get(self.picked, {}), self.models.get(assignment, {})
+        return {b: other[b] / mine[b] for b in mine if b in other}
+
+
+def _onnx_runner(module: nn.Module, sample_shape: tuple):
+    sess = session(to_onnx(module, sample_shape))
+    return lambda x: sess.run([OUTPUT], {INPUT: x})
+
+
+def _torch_runner(module: nn.Module, sample_shape: tuple):
+    def run(x):
+        with torch.inference_mode():
+            return module(x)
+    return run
+
+
+def _runners(modules: dict[str, nn.Module], sample_shape: tuple, runtime: str) -> dict:
+    make = _onnx_runner if runtime == "onnxruntime" else _torch_runner
+    return {name: make(m, sample_shape) for name, m in modules.items()}
+
+
+def _time(runners: dict, sample_shape: tuple, batches: list[int], runtime: str, min_time: float,
+          seed: int = 0) -> dict[str, dict[str, float]]:
+    """candidate -> batch -> median ms, timed round-robin per batch size."""
+    out: dict[str, dict[str, float]] = {name: {} for name in runners}
+    generator = torch.Generator().manual_seed(seed)
+    for batch in batches:
+        x = torch.randn(batch, *sample_shape, generator=generator)
+        feed = x.numpy().astype(np.float32) if runtime == "onnxruntime" else x
+        times = interleaved_medians({name: (lambda run=run, feed=feed: run(feed)) for name, run in runners.items()},
+                                    min_time=min_time, max_rounds=15, min_rounds=3)
+        for name, seconds in times.items():
+            out[name][str(batch)] = 1e3 * seconds
+    return out
+
+
+def _geomean(times: dict[str, float]) -> float:
+    return math.exp(sum(math.log(max(t, 1e-9)) for t in times.values()) / max(len(times), 1))
+
+
+def measured_choices(model: nn.Module, inputs: dict[str, tuple], batches: list[int], runtime: str,
+                     min_time: float = 0.05) -> list[DeployChoice]:
+    """Step 1: per layer, the candidate with the lowest geometric-mean time over `batches`."""
+    out = []
+    for name, shape in inputs.items():
+        layer = model.get_submodule(name)
+        forms = candidates(layer, shape)
+        sample = tuple(shape[1:])
+        ms = _time(_runners({k: m for k, (m, _) in forms.items()}, sample, runtime), sample, batches, runtime,
+                   min_time)
+        best = min(ms, key=lambda k: (_geomean(ms[k]), k != DENSE))  # ties: dense, the simpler graph
+        record = choice(name, layer, shape, best, forms[best][1])
+        record.ms = ms
+        out.append(record)
+    return out
+
+
+def decide(model: nn.Module, inputs: dict[str, tuple], input_size: tuple, batches: list[int], runtime: str,
+           min_time: float = 0.05, model_min_time: float = 0.3) -> tuple[FormDecision, nn.Module]:
+    """Both steps for `runtime`; returns the decision and the model deployed as it says."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    measured = measured_choices(model, inputs, batches, runtime, min_time)
+    options = {"measured": measured,
+               "dense": [choice(c.name, model.get_submodule(c.name), inputs[c.name], DENSE) for c in measured],
+               "factors": _pure_chains(model, inputs, measured)}
+    keys = {name: tuple(c.candidate for c in cs) for name, cs in options.items()}
+    distinct = {name: cs for name, cs in options.items() if keys[name] not in
+                [keys[k] for k in ASSIGNMENTS[:ASSIGNMENTS.index(name)]]}
+    models = {name: deployed(model, inputs, cs) for name, cs in distinct.items()}
+    ms = _time(_runners(models, tuple(input_size), runtime), tuple(input_size), batches, runtime, model_min_time)
+    for name in options:  # an assignment identical to an earlier one has its times
+        if name not in ms:
+            ms[name] = ms[next(k for k in distinct if keys[k] == keys[name])]
+    ms = {name: ms[name] for name in options}
+    picked = min(distinct, key=lambda k: _geomean(ms[k]))
+    layers = [_with_times(c, m) for c, m in zip(options[picked], measured, strict=True)]
+    return FormDecision(runtime, list(batches), picked, layers, ms), models[picked]
+
+
+def _pure_chains(model: nn.Module, inputs: dict[str, tuple], measured: list[DeployChoice]) -> list[DeployChoice]:
+    out = []
+    for c in measured:
+        layer = model.get_submodule(c.name)
+        path = [list(step) for step in layer.plan_for(inputs[c.name]).path]
+        out.append(choice(c.name, layer, inputs[c.name], CHAIN, path))
+    return out
+
+
+def _with_times(picked: DeployChoice, measured: DeployChoice) -> DeployChoice:
+    picked.ms = measured.ms
+    return picked
+
+
+def deployable(model: nn.Module, input_size: tuple, batches=(1,), form: str = "auto", runtime: str = "onnxruntime",
+               **timing) -> tuple[nn.Module, FormDecision]:
+    """A copy of `model` in eval mode with each tensorial layer in its deployment form for `runtime`:
+    measured there ("auto"), or fixed ("dense", "factors", "flops"); and the decision, with its times."""
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    inputs = tensorized_inputs(model, input_size)
+    if form == "auto":
+        decision, out = decide(model, inputs, input_size, list(batches), runtime, **timing)
+        return out, decision
+    layers = fixed_choices(model, inputs, form)
+    return deployed(model, inputs, layers), FormDecision(runtime, list(batches), form, layers)
