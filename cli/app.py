@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from . import env_cmd, eval_cmd, inspect_cmd, run_cmd
+from . import env_cmd, eval_cmd, inspect_cmd, run_cmd, spectrum_cmd
 
 app = typer.Typer(
     name="tnncompress",
@@ -37,6 +37,7 @@ def root(version: Annotated[bool | None, typer.Option(
 app.command("run", epilog=run_cmd.EXAMPLES)(run_cmd.run)
 app.command("inspect", epilog=inspect_cmd.EXAMPLES)(inspect_cmd.inspect)
 app.command("eval", epilog=eval_cmd.EXAMPLES)(eval_cmd.evaluate)
+app.command("spectrum", epilog=spectrum_cmd.EXAMPLES)(spectrum_cmd.spectrum)
 app.command("env", epilog=env_cmd.EXAMPLES)(env_cmd.env)
 
 

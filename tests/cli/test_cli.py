@@ -24,7 +24,7 @@ def test_version_and_help():
     assert r.exit_code == 0 and f"tnncompress {__version__}" in r.stdout and "torch" in r.stdout
     r = run("--help")
     assert r.exit_code == 0 and "inspect" in r.stdout and "eval" in r.stdout
-    for cmd in ("inspect", "eval"):
+    for cmd in ("inspect", "eval", "spectrum"):
         r = run(cmd, "--help")
         assert r.exit_code == 0 and "Example" in r.stdout
 
