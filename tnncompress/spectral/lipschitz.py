@@ -19,7 +19,7 @@ import math
 import operator
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.fx
@@ -124,11 +124,10 @@ class NetworkBound:
     reason: str | None = None  # why there is no upper bound
     lower: float = 0.0
     pairs: int = 0
-    factors: list[dict] = field(default_factory=list)  # what each layer contributed
 
 
 def upper_bound(model: nn.Module, layer_sigma: dict[str, float], input_size: tuple[int, ...],
-                folded: dict[str, str] | None = None) -> tuple[float, list[dict]]:
+                folded: dict[str, str] | None = None) -> float:
     """The bound by the rules above. `layer_sigma` holds each layer's sigma_max (upper bound), with the
     batch norm of `folded[layer]` already included. Raises BoundUnavailable naming a node without a rule."""
     gm = trace(model)
@@ -144,7 +143,6 @@ def upper_bound(model: nn.Module, layer_sigma: dict[str, float], input_size: tup
         return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else ()
 
     bound: dict[str, float] = {}
-    used: list[dict] = []
     result = 0.0
 
     def of(arg) -> float:
@@ -163,11 +161,8 @@ def upper_bound(model: nn.Module, layer_sigma: dict[str, float], input_size: tup
             m = gm.get_submodule(node.target)
             if isinstance(m, SPECTRAL_LAYERS):
                 gain = layer_sigma[node.target]
-                used.append({"node": node.target, "gain": gain})
             elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
                 gain = 1.0 if node.target in skip_bn else float(bn_scale(m).abs().max())
-                if node.target not in skip_bn:
-                    used.append({"node": node.target, "gain": gain})
             elif _slope(m) is not None:
                 gain = _slope(m)
             elif isinstance(m, nn.MaxPool2d):
@@ -218,7 +213,7 @@ def upper_bound(model: nn.Module, layer_sigma: dict[str, float], input_size: tup
                 bound[node.name] = of(args[0]) / math.sqrt(n)
             else:
                 raise BoundUnavailable(f"no Lipschitz rule for the method .{node.target}() at node {node.name}")
-    return result, used
+    return result
 
 
 @torch.no_grad()

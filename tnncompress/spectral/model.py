@@ -83,7 +83,7 @@ def model_spectrum(model: nn.Module, input_size: tuple[int, ...], dtype=torch.fl
     if network:
         sigma = {s.name: folded.get(s.name, s.sigma_max) for s in layers}
         try:
-            upper, _ = upper_bound(model, sigma, input_size, folded=folds)
+            upper = upper_bound(model, sigma, input_size, folded=folds)
             bound = NetworkBound(upper)
         except BoundUnavailable as exc:
             bound = NetworkBound(None, str(exc))
