@@ -25,7 +25,7 @@ SPECS = OPTIONS.options
 cli_run = importlib.import_module("tnncompress.cli.run_cmd")
 
 
-FORMATTED = {"kd_budget": "90s", "cache_memory": "2G"}  # strings with a syntax of their own
+FORMATTED = {"kd_budget": "90s", "cache_memory": "2G", "spectral": "clip:2"}  # strings with a syntax of their own
 
 
 def _sample(spec):

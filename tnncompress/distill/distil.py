@@ -29,6 +29,7 @@ from ..formats import planned
 from ..inspect import last_layer
 from ..progress import training_progress
 from ..schema import from_data, to_data
+from ..spectral.control import SpectralControl
 from ..timing import median_seconds
 from .config import DistillConfig
 from .distributed import Context
@@ -47,7 +48,8 @@ def distil(teacher: nn.Module, student: nn.Module, train: ClassificationData, te
            input_size: tuple[int, int, int], config: DistillConfig, ctx: Context, seed: int = 0, workers: int = 0,
            checkpoint_dir: Path | None = None, resume: bool = False,
            on_checkpoint: Callable[[dict], None] | None = None, pool: CalibrationPool | None = None,
-           cache_memory: int = 1 << 30, start: tuple[float, int] | None = None) -> DistillResult:
+           cache_memory: int = 1 << 30, start: tuple[float, int] | None = None,
+           spectral: SpectralControl | None = None) -> DistillResult:
     """Distil `student` (in place) from `teacher` with `config.algorithm`: "seq" (Seq-KD), "e2e" (E2E-KD)
     or "auto" (Seq-KD by blocks on cached activations, then E2E-KD, sharing one budget).
 
@@ -55,7 +57,9 @@ def distil(teacher: nn.Module, student: nn.Module, train: ClassificationData, te
     (drawn from `train` when not given). With `checkpoint_dir`, the state is saved there after every
     unit and every `checkpoint_every` steps (by rank 0); with `resume`, a saved state is continued from.
     `on_checkpoint` is called with each saved state (tests use it to interrupt a run). `start` is the
-    student's (top-1, samples) on `test` when the caller has just measured it: the curve starts there."""
+    student's (top-1, samples) on `test` when the caller has just measured it: the curve starts there.
+    With `spectral`, each phase's layers are projected every `spectral.every` steps and its loss carries
+    the orthogonality penalty."""
     if not config.enabled:
         raise ValueError("distil() needs an algorithm: seq, e2e or auto")
     config = config.resolved()
@@ -120,7 +124,7 @@ def distil(teacher: nn.Module, student: nn.Module, train: ClassificationData, te
             for index in range(start_phase, len(specs)):
                 kind, unit, steps = specs[index]
                 phase = build_phase(index, kind, unit, steps, teacher, student, units, config, ctx, len(specs),
-                                    stream=stream)
+                                    stream=stream, spectral=spectral)
                 if kind == "seq" and cache is not None:
                     phase.stream = _unit_stream(cache, unit, student, pool, config, seed, ctx)
                 own = progress.task(phase.name, steps, config.batch_size, completed=state.step)
@@ -239,6 +243,7 @@ def _phase_specs(units: list[Unit], config: DistillConfig, train_samples: int, t
 
 def _step_seconds(kind: str, unit: Unit | None, teacher: nn.Module, student: nn.Module, units: list[Unit],
                   config: DistillConfig, ctx: Context, stream: BatchStream, pool: CalibrationPool | None) -> float:
+    # the spectral projection is left out: every N steps it costs little next to the steps themselves
     """Median seconds of a training step of this phase, timed on a copy of the student."""
     copy_ = copy.deepcopy(student)
     with planned(copy_, config.plan):
@@ -263,7 +268,7 @@ def _step_seconds(kind: str, unit: Unit | None, teacher: nn.Module, student: nn.
 
 def build_phase(index: int, kind: str, unit: Unit | None, steps: int, teacher: nn.Module, student: nn.Module,
                 units: list[Unit], config: DistillConfig, ctx: Context, count: int,
-                stream: BatchStream | None = None) -> Phase:
+                stream: BatchStream | None = None, spectral: SpectralControl | None = None) -> Phase:
     """One phase: a Seq-KD unit ("seq"), E2E-KD ("e2e") or the fine-tune ("finetune"), with its trained
     parameters switched on (and the others off) and its loss. A cached Seq-KD phase's batches are
     (unit input, teacher output) pairs; the others' are images and labels."""
@@ -297,7 +302,23 @@ def build_phase(index: int, kind: str, unit: Unit | None, steps: int, teacher: n
             return unit_loss(call, inputs, target)
     else:
         loss = _logits_objective(teacher, student, call, config, stream)
-    return Phase(index, name, kind, steps, call, params, loss)
+    phase = Phase(index, name, kind, steps, call, params, loss)
+    if spectral is not None:
+        _constrained(phase, spectral, names)
+    return phase
+
+
+def _constrained(phase: Phase, spectral: SpectralControl, names: list[str]) -> None:
+    """The phase's loss plus the orthogonality penalty of its layers, and their projection."""
+    if spectral.config.orthogonality:
+        objective = phase.loss
+
+        def loss(x, y):
+            penalty = spectral.penalty(names)
+            return objective(x, y) if penalty is None else objective(x, y) + penalty
+        phase.loss = loss
+    if spectral.projects:
+        phase.project, phase.project_every = (lambda: spectral.project(names)), spectral.every
 
 
 def _logits_objective(teacher: nn.Module, student: nn.Module, call: nn.Module, config: DistillConfig,

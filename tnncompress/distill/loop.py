@@ -54,6 +54,8 @@ class Phase:
     params: list[nn.Parameter]
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (images, labels) -> scalar
     stream: object | None = None  # the phase's own batches (a cached Seq-KD unit's), else the shared stream
+    project: Callable[[], object] | None = None  # the spectral constraint on the phase's layers
+    project_every: int = 1  # steps between calls of `project`
 
 
 def learning_rate(config: DistillConfig, state: PhaseState, steps: int) -> float:
@@ -109,6 +111,8 @@ def train_phase(phase: Phase, stream: BatchStream, config: DistillConfig, ctx: C
         loss.backward()
         optimizer.step()
         state.step += 1
+        if phase.project is not None and state.step % phase.project_every == 0:
+            phase.project()
         state.loss_sum += value
         interval_sum, interval_n = interval_sum + value, interval_n + 1
         state.seconds += time.perf_counter() - started

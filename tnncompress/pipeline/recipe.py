@@ -26,11 +26,12 @@ from ..io import ModelConfig, parse_yaml, read_yaml
 from ..options import OptionSet, Section, option
 from ..report import ReportConfig
 from ..schema import to_data
+from ..spectral.config import SpectralConfig
 
 RECIPE_VERSION = 2
 READS = (1, 2)  # the versions this tnncompress reads
-STAGES = (ModelConfig, DataConfig, EvaluateConfig, CalibrateConfig, CompressConfig, DistillConfig, ExportConfig,
-          ReportConfig)
+STAGES = (ModelConfig, DataConfig, EvaluateConfig, CalibrateConfig, CompressConfig, DistillConfig, SpectralConfig,
+          ExportConfig, ReportConfig)
 
 
 class Recipe(Section, title="Run"):
@@ -45,6 +46,7 @@ class Recipe(Section, title="Run"):
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     compress: CompressConfig = field(default_factory=CompressConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    spectral: SpectralConfig = field(default_factory=SpectralConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 

@@ -78,11 +78,16 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
             with clock.stage("recalibrate_bn"):
                 stages.recalibrate(student, pool, refitted, loaded.input_size)
             points.append(_point("recalibrate_bn", student, test, recipe, ctx, clock))
+        with clock.stage("spectral"):
+            control, spectral = stages.spectral_start(recipe, loaded, student)
         distilled = None
         if kd:
             with clock.stage("distill"):
                 distilled = stages.distillation(recipe, loaded, student, train, test, ctx, ws.checkpoints, resume,
-                                                on_checkpoint, pool, before=points[-1])
+                                                on_checkpoint, pool, before=points[-1], spectral=control)
+        if control is not None:
+            with clock.stage("spectral"):
+                spectral = stages.spectral_end(recipe, loaded, student, control, spectral)
         if ctx.distributed:  # the processes part here: rank 0 evaluates and writes alone
             ctx.barrier()
             leave_processes()
@@ -108,6 +113,7 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         report.stages = points
         report.calibration = pool.describe() if pool is not None else None
         report.load_forms = load_forms
+        report.spectral = spectral
         write_report(ws.output, report)
         (ws.output / RECIPE_FILE).write_text(recipe.to_yaml())
     return RunResult(out, report, student)

@@ -32,6 +32,9 @@ from ..formats import TensorizedLayer, planned
 from ..inspect import call_order
 from ..io import LoadedModel, load_model
 from ..report import Accuracy, Latency, OnnxReport, StageRecord, measure_latency
+from ..spectral import model_spectrum
+from ..spectral.control import SpectralControl
+from ..spectral.result import SpectralReport, fill
 from .recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -147,16 +150,55 @@ def point(name: str, model: nn.Module, test: ClassificationData | None, recipe: 
     return record
 
 
+SPECTRUM_POWER_ITERS = 20  # for the report's zero-padding lower bounds: enough to be within a few %
+
+
+def _spectrum(model: nn.Module, input_size) -> object:
+    return model_spectrum(model, input_size, power_iters=SPECTRUM_POWER_ITERS, pairs=8)
+
+
+def spectral_start(recipe: Recipe, loaded: LoadedModel, student: nn.Module
+                   ) -> tuple[SpectralControl | None, SpectralReport | None]:
+    """The constraint distillation keeps, and the report with every compressed layer's sigma_max before."""
+    s = recipe.spectral
+    if not s.enabled:
+        return None, None
+    control = SpectralControl(student, loaded.input_size, s)
+    report = SpectralReport(s.constraint, control.every, s.orthogonality, s.bn)
+    if s.measure:
+        log.info("spectrum before the constraint (%d compressed layers)", len(control.layers))
+        fill(report, _spectrum(student, loaded.input_size), "before", set(control.layers))
+    return control, report
+
+
+def spectral_end(recipe: Recipe, loaded: LoadedModel, student: nn.Module, control: SpectralControl,
+                 report: SpectralReport) -> SpectralReport:
+    """The constraint applied once more to every layer (the exported model meets it), then measured."""
+    results = control.project()
+    rows = {r.name: r for r in report.layers}
+    for r in results:
+        if r.name in rows:
+            rows[r.name].projection, rows[r.name].projection_error = r.path, r.error
+    report.projections = control.projections
+    if recipe.spectral.measure:
+        fill(report, _spectrum(student, loaded.input_size), "after", set(control.layers))
+    if results and control.constraint.kind == "clip":
+        worst = max(results, key=lambda r: r.error)
+        log.info("clip:%g: largest projection error %.3g (%s)", control.constraint.value, worst.error, worst.name)
+    return report
+
+
 def distillation(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, test, ctx: Context,
                  checkpoints: Path, resume: bool, on_checkpoint, pool: CalibrationPool | None,
-                 before: StageRecord | None = None) -> DistillResult:
+                 before: StageRecord | None = None, spectral: SpectralControl | None = None) -> DistillResult:
     # The checkpoints stay until the output is in place: an interrupt during evaluation or export
     # resumes from the distilled student instead of distilling again.
     checkpoints.mkdir(exist_ok=True)
     result = distil(loaded.model, student, train, test, loaded.input_size, recipe.distill, ctx, seed=recipe.seed,
                     workers=recipe.data.workers, checkpoint_dir=checkpoints, resume=resume,
                     on_checkpoint=on_checkpoint, pool=pool, cache_memory=parse_memory(recipe.calibrate.cache_memory),
-                    start=(before.top1, before.samples) if before and before.top1 is not None else None)
+                    start=(before.top1, before.samples) if before and before.top1 is not None else None,
+                    spectral=spectral)
     loaded.model.cpu(), student.cpu()
     return result
 

@@ -49,11 +49,29 @@ def has_core(fmt: Format, tz) -> bool:
     return bool(frames(fmt, tz))
 
 
-def core_kernel(fmt: Format, shape: KernelShape, tz, factors: list[torch.Tensor],
-                out_scale: torch.Tensor | None = None) -> torch.Tensor:
-    """The core convolution kernel [k_out, k_in, kh, kw] of one group's factors (no group mode): its
-    singular values are the layer's (scaled per output channel by `out_scale`, a following batch norm),
-    apart from zeros. Raises ValueError for a format without frames."""
+@dataclass
+class CoreSplit:
+    """A factorised layer (one group) as orthonormal frames around a core: the layer's kernel is
+    einsum(spec, *operands) with each frame operand R replaced by Q R. `operands` are the factors with
+    every frame replaced by its R [min(channel, rank), rank]; `qs` maps a frame's factor index to its Q
+    [channel, min(channel, rank)]; `sizes` are the core einsum's output sizes before the reshape to
+    [k_out, k_in, kh, kw]."""
+
+    spec: str
+    operands: list[torch.Tensor]
+    qs: dict[int, torch.Tensor]
+    channel_first: dict[int, bool]  # per frame: is its channel mode the factor's first mode
+    sizes: tuple[int, ...]
+    kernel_shape: tuple[int, int, int, int]
+
+    def core(self, operands: list[torch.Tensor] | None = None) -> torch.Tensor:
+        return torch.einsum(self.spec, *(operands or self.operands)).reshape(self.kernel_shape)
+
+
+def split_core(fmt: Format, shape: KernelShape, tz, factors: list[torch.Tensor],
+               out_scale: torch.Tensor | None = None) -> CoreSplit:
+    """Frames orthonormalised by QR, their R moved into the core (see the module's docstring). Raises
+    ValueError for a format without frames, or an output scale the frames cannot carry."""
     found = frames(fmt, tz)
     if not found:
         raise ValueError(f"format {fmt.name} has no frame factors")
@@ -70,21 +88,34 @@ def core_kernel(fmt: Format, shape: KernelShape, tz, factors: list[torch.Tensor]
         view[t_axis] = -1
         operands[f.factor] = operands[f.factor] * out_scale.reshape(view)
     renamed: dict[str, str] = {}
+    qs: dict[int, torch.Tensor] = {}
+    channel_first: dict[int, bool] = {}
     for f in found:
         term = terms[f.factor]
+        channel_first[f.factor] = term.index(f.channel) == 0
         matrix = operands[f.factor].permute(term.index(f.channel), term.index(f.rank))  # [channel, rank]
-        _, r = torch.linalg.qr(matrix, mode="reduced")  # A = Q R; R [min(channel, rank), rank]
+        q, r = torch.linalg.qr(matrix, mode="reduced")  # A = Q R; R [min(channel, rank), rank]
         kappa = f"k_{f.channel}"
         renamed[f.channel] = kappa
         terms[f.factor] = [kappa, f.rank]
         operands[f.factor] = r
+        qs[f.factor] = q
     out = [renamed.get(m, m) for m in out_modes] + [renamed.get(m, m) for m in in_modes] + ["h", "w"]
     letters: dict[str, str] = {}
     for m in [m for t in terms for m in t] + out:
         letters.setdefault(m, chr(ord("a") + len(letters)) if len(letters) < 26 else chr(ord("A") + len(letters) - 26))
     spec = ",".join("".join(letters[m] for m in t) for t in terms) + "->" + "".join(letters[m] for m in out)
-    core = torch.einsum(spec, *operands)
+    size = {letters[m]: n for t, op in zip(terms, operands, strict=True) for m, n in zip(t, op.shape, strict=True)}
+    sizes = tuple(size[letters[m]] for m in out)
     n_out = 1
     for m in out_modes:
-        n_out *= core.shape[out.index(renamed.get(m, m))]
-    return core.reshape(n_out, -1, shape.kh, shape.kw)
+        n_out *= size[letters[renamed.get(m, m)]]
+    return CoreSplit(spec, operands, qs, channel_first, sizes, (n_out, -1, shape.kh, shape.kw))
+
+
+def core_kernel(fmt: Format, shape: KernelShape, tz, factors: list[torch.Tensor],
+                out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """The core convolution kernel [k_out, k_in, kh, kw] of one group's factors (no group mode): its
+    singular values are the layer's (scaled per output channel by `out_scale`, a following batch norm),
+    apart from zeros. Raises ValueError for a format without frames."""
+    return split_core(fmt, shape, tz, factors, out_scale).core()

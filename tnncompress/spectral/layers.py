@@ -196,8 +196,7 @@ def layer_spectrum(name: str, module: nn.Module, input_hw: Pair, dtype=torch.flo
     if not exact:
         param = next(module.parameters())
         g = torch.Generator().manual_seed(seed)
-        c = kernels[0].shape[1] if path == "kernel" else _in_channels(module)
-        x = torch.randn(1, c, *input_hw, generator=g).to(param)
+        x = torch.randn(1, _in_channels(module), *input_hw, generator=g).to(param)
         spec.lower, _ = power_iteration(linear_part(module, out_scale), x, power_iters)
         spec.notes.append(f"zero padding: sigma_max in [{spec.lower:.6g}, {spec.sigma_max:.6g}] (power iteration, "
                           f"circular on {grid[0]}x{grid[1]})")

@@ -49,7 +49,8 @@ def layer_inputs(model: nn.Module, input_size: tuple[int, ...]) -> dict[str, tup
                 stack.callback(m.register_forward_pre_hook(keep(name)).remove)
         try:
             with torch.no_grad():
-                model(torch.zeros(1, *input_size, dtype=next(model.parameters()).dtype))
+                param = next(model.parameters())
+                model(torch.zeros(1, *input_size, dtype=param.dtype, device=param.device))
         except RuntimeError as exc:
             raise UsageError(f"the model does not run at input size {','.join(map(str, input_size))}: "
                              f"{str(exc).splitlines()[0][:200]}") from None
