@@ -94,6 +94,13 @@ BAD = [
     (["--rate", "0.1", "--set", "rate=fast"], "--set: rate: expected float | None, got 'fast'"),
     (["--format", "mcp"], "give --rate"),
     (["--rate", "0.1", "--device", "tpu"], "--device 'tpu'"),
+    (["--rate", "0.1", "--spectral", "clip:0"], "--spectral 'clip:0': the bound must be a positive number"),
+    (["--rate", "0.1", "--spectral", "clip:-1"], "--spectral 'clip:-1': the bound must be a positive number"),
+    (["--rate", "0.1", "--spectral", "clip"], "--spectral 'clip': clip needs a bound, e.g. clip:1"),
+    (["--rate", "0.1", "--spectral", "flatten"], "--spectral 'flatten': use clip:C, divide:C or orthogonal"),
+    (["--rate", "0.1", "--spectral", "divide:nan"], "the bound must be a positive number"),
+    (["--rate", "0.1", "--orthogonality", "-1"], "--orthogonality must be at least 0"),
+    (["--rate", "0.1", "--spectral-every", "0"], "--spectral-every must be at least 1"),
 ]
 
 

@@ -34,7 +34,7 @@ from ..io import LoadedModel, load_model
 from ..report import Accuracy, Latency, OnnxReport, StageRecord, measure_latency
 from ..spectral import model_spectrum
 from ..spectral.control import SpectralControl
-from ..spectral.result import SpectralReport, fill
+from ..spectral.result import SpectralLayer, SpectralReport, fill
 from .recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -177,8 +177,10 @@ def spectral_end(recipe: Recipe, loaded: LoadedModel, student: nn.Module, contro
     results = control.project()
     rows = {r.name: r for r in report.layers}
     for r in results:
-        if r.name in rows:
-            rows[r.name].projection, rows[r.name].projection_error = r.path, r.error
+        if r.name not in rows:  # not measured (--no-spectral-measure)
+            rows[r.name] = SpectralLayer(r.name, exact=False)
+            report.layers.append(rows[r.name])
+        rows[r.name].projection, rows[r.name].projection_error = r.path, r.error
     report.projections = control.projections
     if recipe.spectral.measure:
         fill(report, _spectrum(student, loaded.input_size), "after", set(control.layers))

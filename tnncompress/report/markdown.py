@@ -77,6 +77,8 @@ def render_markdown(report: RunReport) -> str:
         lines += [f"| {p.stage} | {p.seconds:.1f} | {p.cpu_seconds:.1f} | {_pct(p.top1)} |" for p in report.stages]
     if report.distillation:
         lines += _distillation(report.distillation, acc)
+    if report.spectral:
+        lines += _spectral(report.spectral)
     if report.latency:
         lines += ["", "## Latency", "", f"Median milliseconds per batch, {report.latency.threads} threads.", "",
                   "| runtime | batch | original | compressed | speed-up |", "|---|---:|---:|---:|---:|"]
@@ -110,6 +112,41 @@ def render_markdown(report: RunReport) -> str:
                      f"{r.deploy_form or '-'} | {r.load_form or '-'} | {r.reason} |")
     lines += ["", "Repeat this run with `tnncompress run --recipe recipe.yaml` (in this directory).", ""]
     return "\n".join(lines)
+
+
+def _sigma(value: float | None, lower: float | None, exact: bool) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if exact or lower is None else f"{lower:.4g} .. {value:.4g}"
+
+
+def _bound(b) -> str:
+    if b is None:
+        return "-"
+    upper = f"{b.upper:.4g}" if b.upper is not None else f"none ({b.why})"
+    return f"upper {upper}, measured {b.lower:.4g}" if b.lower is not None else f"upper {upper}"
+
+
+def _spectral(s) -> list[str]:
+    """The constraint, each compressed layer's sigma_max before and after it, and the network's bounds."""
+    what = s.constraint or "none"
+    lines = ["", "## Spectral control", "",
+             f"Constraint `{what}`, projected every {s.every} steps and once after distillation ({s.projections} "
+             f"passes); orthogonality penalty {s.orthogonality:g}; batch-norm gain bound "
+             f"{'-' if s.bn is None else f'{s.bn:g}'}.",
+             f"Network Lipschitz bound (L2) before: {_bound(s.network_before)}; after: {_bound(s.network_after)}.",
+             "", "sigma_max of each layer as an operator at its input size: exact for circular padding, else "
+             "`power iteration .. certified upper bound`; `with BN` folds the batch norm after it in. After a clip, "
+             "sigma_max <= C + the projection's error.", "",
+             "| layer | sigma_max before | after | with BN before | after | projection | error |",
+             "|---|---:|---:|---:|---:|---|---:|"]
+    for r in s.layers:
+        err = "-" if r.projection_error is None else f"{r.projection_error:.3g}"
+        lines.append(f"| {r.name} | {_sigma(r.sigma_before, r.sigma_before_lower, r.exact)} | "
+                     f"{_sigma(r.sigma_after, r.sigma_after_lower, r.exact)} | "
+                     f"{_sigma(r.with_bn_before, None, True)} | {_sigma(r.with_bn_after, None, True)} | "
+                     f"{r.projection or '-'} | {err} |")
+    return lines
 
 
 _ASSIGNMENT = {"measured": "each layer its fastest form", "dense": "every layer dense",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..formats.layer import TensorizedLayer
+from ..formats.layer import TensorizedLayer, TensorizedLinear
 from .clip import ClipResult, clip_layer
 from .config import SpectralConfig
 from .core import frames
@@ -64,7 +64,8 @@ class SpectralControl:
         if x is None:
             p = module.factors[0]
             g = torch.Generator().manual_seed(len(self._vectors))
-            x = torch.randn(1, _in_channels(module), *self.sizes[name], generator=g).to(p)
+            shape = (1, _in_channels(module)) + (() if isinstance(module, TensorizedLinear) else self.sizes[name])
+            x = torch.randn(*shape, generator=g).to(p)
         sigma, x = power_iteration(linear_part(module), x, self.config.power_iters)
         self._vectors[name] = x
         scale = max(1.0, sigma / self.constraint.value)

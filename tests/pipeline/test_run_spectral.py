@@ -1,0 +1,49 @@
+"""The spectral stage of `tnncompress run`: clipping during distillation and its report."""
+
+from __future__ import annotations
+
+import json
+
+from tnncompress.cli.app import app
+from typer.testing import CliRunner
+
+from tnncompress.report import read_report
+
+runner = CliRunner()
+FAST = ["--no-latency", "--deploy-form", "flops", "--load-form", "factors", "-q", "--data", "fashion-mnist",
+        "--eval-limit", "200", "--kd-eval-limit", "200", "--calib-samples", "256", "--no-recalibrate-bn",
+        "--init", "weights"]
+
+
+def test_clip_during_distillation_bounds_every_compressed_layer(tmp_path, small_cnn_checkpoint):
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["run", str(small_cnn_checkpoint), "--format", "tk", "--rate", "0.2", "--kd", "e2e",
+                            "--kd-steps", "6", "--kd-batch-size", "32", "--spectral", "clip:0.8",
+                            "--spectral-every", "3", "--spectral-bn", "2", "--out", str(out), *FAST])
+    assert r.exit_code == 0, r.output
+    report = read_report(out / "report.json")
+    s = report.spectral
+    assert s.constraint == "clip:0.8" and s.every == 3 and s.bn == 2.0
+    assert s.projections == 3  # after steps 3 and 6, then once more at the end
+    compressed = {row.name for row in report.layers if row.status == "compressed"}
+    assert {row.name for row in s.layers} == compressed
+    for row in s.layers:
+        assert row.sigma_before > 0.8  # the teacher's layers are not that small: clipping did something
+        assert row.sigma_after <= 0.8 + row.projection_error + 1e-5  # float32 weights, float64 spectrum
+        assert row.projection == "core"
+    assert s.network_before.upper >= s.network_before.lower
+    assert s.network_after.upper < s.network_before.upper
+    assert "Spectral" in (out / "report.md").read_text()
+    recipe = json.loads(json.dumps(report.recipe))
+    assert recipe["spectral"]["constraint"] == "clip:0.8"
+
+
+def test_a_constraint_without_distillation_is_applied_once(tmp_path, small_cnn_checkpoint):
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["run", str(small_cnn_checkpoint), "--format", "mcp", "--rate", "0.2",
+                            "--spectral", "divide:1", "--spectral-power-iters", "30", "--no-spectral-measure",
+                            "--out", str(out), *FAST])
+    assert r.exit_code == 0, r.output
+    s = read_report(out / "report.json").spectral
+    assert s.projections == 1 and s.network_after is None
+    assert all(row.projection == "divide" for row in s.layers) and s.layers
