@@ -63,17 +63,20 @@ def grid_norm(grid_kernel: torch.Tensor, stride=1, groups: int = 1) -> float:
     return float(torch.linalg.matrix_norm(_spectrum(grid_kernel, pair(stride), groups), ord=2).max())
 
 
-def clip_grid_kernel(grid_kernel: torch.Tensor, c: float, stride=1, groups: int = 1) -> tuple[torch.Tensor, float]:
+def clip_grid_kernel(grid_kernel: torch.Tensor, c: float, stride=1, groups: int = 1, assign: float | None = None
+                     ) -> tuple[torch.Tensor, float]:
     """The grid kernel whose circular operator has every singular value of `grid_kernel`'s clipped at
-    c (same singular vectors), and the sigma_max before. Unchanged (the same tensor) when sigma_max <= c."""
+    c (same singular vectors), and the sigma_max before. Unchanged (the same tensor) when sigma_max <= c.
+    With `assign`, every singular value is set to it instead (assign=1: the orthogonal polar factor)."""
     stride = pair(stride)
     co, ci, H, W = grid_kernel.shape
     p = _spectrum(grid_kernel, stride, groups)
     u, s, vh = torch.linalg.svd(p, full_matrices=False)
     before = float(s.max()) if s.numel() else 0.0
-    if before <= c:
+    if assign is None and before <= c:
         return grid_kernel, before
-    p = u @ (s.clamp(max=c).to(p.dtype)[..., None] * vh)
+    s = torch.full_like(s, assign) if assign is not None else s.clamp(max=c)
+    p = u @ (s.to(p.dtype)[..., None] * vh)
     hs, ws = H // stride[0], W // stride[1]
     p = p.permute(0, 3, 4, 1, 2).reshape(co, ci * stride[0] * stride[1], hs, p.shape[2])
     k = torch.fft.irfft2(p, s=(hs, ws))
@@ -100,12 +103,12 @@ def project_to_taps(kernel: torch.Tensor, clipped_grid: torch.Tensor, dilation=1
     return kernel + change / counts.to(kernel.dtype)
 
 
-def _clip(kernel: torch.Tensor, grid: Pair, c: float, stride: Pair, dilation: Pair, groups: int = 1
-          ) -> tuple[torch.Tensor, float, torch.Tensor | None]:
+def _clip(kernel: torch.Tensor, grid: Pair, c: float, stride: Pair, dilation: Pair, groups: int = 1,
+          assign: float | None = None) -> tuple[torch.Tensor, float, torch.Tensor | None]:
     """(the kernel projected back to its taps, sigma_max before, the clipped grid kernel or None when
     nothing needed clipping: then the kernel is returned as it is)."""
     placed = _circular_kernel(kernel, grid, dilation)
-    clipped, before = clip_grid_kernel(placed, c, stride, groups)
+    clipped, before = clip_grid_kernel(placed, c, stride, groups, assign)
     if clipped is placed:
         return kernel, before, None
     return project_to_taps(kernel, clipped, dilation), before, clipped
