@@ -13,14 +13,15 @@ DEFAULT_EVERY = {"clip": 100, "divide": 1}  # the reference authors' choices (Se
 
 @dataclass(frozen=True)
 class Constraint:
-    kind: str  # "clip", "divide" or "orthogonal"
+    kind: str  # "clip" or "divide"
     value: float | None = None  # C of clip:C and divide:C
 
 
 def parse_constraint(text: str) -> Constraint:
     kind, _, value = text.partition(":")
-    if kind == "orthogonal" and not value:
-        return Constraint(kind)
+    if kind == "orthogonal":  # refused rather than ignored until run places the layers
+        raise UsageError(f"{opt('spectral')} orthogonal: run does not place orthogonal convolutions yet; "
+                         "tnncompress.spectral.OrthogonalConv2d.from_conv does, from Python")
     if kind in ("clip", "divide"):
         try:
             c = float(value)
@@ -29,13 +30,13 @@ def parse_constraint(text: str) -> Constraint:
         if not c > 0 or c != c or c == float("inf"):
             raise UsageError(f"{opt('spectral')} {brief(text)}: the bound must be a positive number")
         return Constraint(kind, c)
-    raise UsageError(f"{opt('spectral')} {brief(text)}: use clip:C, divide:C or orthogonal")
+    raise UsageError(f"{opt('spectral')} {brief(text)}: use clip:C or divide:C")
 
 
 class SpectralConfig(Section, name="spectral", title="Spectral control", prefix="spectral_"):
     constraint: str | None = option(None, "Constrain the compressed layers' singular values: clip:C (clip them to C "
-                                          "through the core), divide:C (divide a layer by max(1, sigma/C)), or "
-                                          "orthogonal (SC-Fac orthogonal convolutions).", flat="spectral")
+                                          "through the core), or divide:C (divide a layer by max(1, sigma/C)).",
+                                    flat="spectral")
     every: int | None = option(None, "Steps between projections during distillation (clip: 100, divide: 1).",
                                minimum=1)
     orthogonality: float = option(0.0, "Weight of the penalty ||A^T A - I||^2 on the compressed layers' frame "
