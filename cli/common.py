@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
@@ -22,7 +23,11 @@ from rich.logging import RichHandler
 from rich.text import Text
 
 from tnncompress import progress
-from tnncompress.errors import TnncompressError
+from tnncompress.errors import TnncompressError, UsageError
+from tnncompress.export.artifacts import load as load_output
+from tnncompress.io import load_model
+from tnncompress.io.files import read_json
+from tnncompress.io.load import parse_input_size
 from tnncompress.pipeline import OPTIONS
 from tnncompress.schema import to_data
 
@@ -151,3 +156,18 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+def load_model_or_output(path: str, arch, trust: bool, input_size, form: str = "factors"):
+    """(model, input size, what it is) for a checkpoint or a `tnncompress run` output directory (its
+    layers in `form`, as tnncompress.load takes it)."""
+    if Path(path).is_dir():
+        model = load_output(path, trust_code=trust, form=form)
+        structure = read_json(Path(path) / "structure.json", "structure.json")
+        size = parse_input_size(input_size) if isinstance(input_size, str) else input_size
+        size = size or tuple(structure.get("input_size") or ())
+        if len(size) != 3:
+            raise UsageError(f"{path}: no input size recorded; give --input-size C,H,W")
+        return model, tuple(size), {"output_dir": str(path), "arch": structure.get("arch")}
+    loaded = load_model(path, arch=arch, trust=trust, input_size=input_size)
+    return loaded.model, loaded.input_size, loaded.describe()

@@ -10,10 +10,7 @@ import typer
 from rich.table import Table
 
 from tnncompress.errors import UsageError, brief
-from tnncompress.export.artifacts import load as load_output
-from tnncompress.io import atomic_write_bytes, load_model
-from tnncompress.io.files import read_json
-from tnncompress.io.load import parse_input_size
+from tnncompress.io import atomic_write_bytes
 from tnncompress.progress import progress_bar
 from tnncompress.spectral import SPECTRAL_LAYERS, model_spectrum
 from tnncompress.spectral.plot import spectrum_svg
@@ -28,6 +25,7 @@ from .common import (
     TrustOpt,
     VerboseOpt,
     handle_errors,
+    load_model_or_output,
     log,
     out,
     start,
@@ -43,20 +41,6 @@ EXAMPLES = """Examples:
 """
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-
-def _load(path: str, arch, trust: bool, input_size):
-    """(model, input size, what it is) for a checkpoint or a `tnncompress run` output directory."""
-    if Path(path).is_dir():
-        model = load_output(path, trust_code=trust, form="factors")
-        structure = read_json(Path(path) / "structure.json", "structure.json")
-        size = parse_input_size(input_size) if isinstance(input_size, str) else input_size
-        size = size or tuple(structure.get("input_size") or ())
-        if len(size) != 3:
-            raise UsageError(f"{path}: no input size recorded; give --input-size C,H,W")
-        return model, tuple(size), {"output_dir": str(path), "arch": structure.get("arch")}
-    loaded = load_model(path, arch=arch, trust=trust, input_size=input_size)
-    return loaded.model, loaded.input_size, loaded.describe()
 
 
 @handle_errors
@@ -89,7 +73,7 @@ def spectrum(
         raise UsageError(f"--dtype {brief(dtype)}: use float64 or float32")
     if plot is not None and plot.suffix.lower() != ".svg":
         raise UsageError(f"--plot {brief(str(plot))}: the chart is SVG; name the file *.svg")
-    model, size, what = _load(checkpoint, arch, trust_checkpoint, input_size)
+    model, size, what = load_model_or_output(checkpoint, arch, trust_checkpoint, input_size)
     log.info("input size %s", ",".join(map(str, size)))
     total = sum(isinstance(m, SPECTRAL_LAYERS) for m in model.modules())
     with progress_bar("singular values", total) as advance:

@@ -67,6 +67,16 @@ def test_eval_json_on_real_data(ckpt_dir):
     assert metrics["samples"] == 200 and 0 <= metrics["top1"] <= 1 and metrics["synthetic"] is False
 
 
+def test_eval_under_noise_and_fgsm(ckpt_dir):
+    r = run("eval", ckpt_dir / "state.pt", "--data", "fashion-mnist", "--limit", "64", "--noise", "0,0.2",
+            "--fgsm", "0.05", "--json")
+    assert r.exit_code == 0, r.stderr
+    payload = json.loads(r.stdout)
+    rows = [(x["attack"], x["strength"], x["units"]) for x in payload["robustness"]]
+    assert rows == [("noise", 0.0, "pixel"), ("noise", 0.2, "pixel"), ("fgsm", 0.05, "pixel")]
+    assert payload["robustness"][0]["top1"] == payload["metrics"]["top1"]  # no noise: the clean accuracy
+
+
 def test_eval_synthetic_says_so(ckpt_dir):
     r = run("eval", ckpt_dir / "state.pt", "--data", "synthetic?n=8")
     assert r.exit_code == 0 and "not accuracies" in r.stdout
@@ -93,6 +103,8 @@ BAD_INPUTS = [
     (["eval", "{d}/state.pt", "--data", "cifar10:{d}"], 1, "missing test_batch"),
     (["eval", "{d}/state.pt", "--device", "tpu"], 2, "--device"),
     (["eval", "{d}/state.pt", "--split", "val"], 2, "--split 'val': use one of train, test"),
+    (["eval", "{d}/state.pt", "--noise", "-0.1"], 2, "--noise must be a non-negative number, got '-0.1'"),
+    (["eval", "{d}/state.pt", "--fgsm", "0.1,big"], 2, "--fgsm 'big': expected a number"),
 ]
 
 
