@@ -74,7 +74,9 @@ def _render(report: RunReport, directory) -> None:
     p, f, acc = report.params, report.flops, report.accuracy
     target = (f"rate {report.target_rate} ({report.rate_by})" if report.target_rate is not None
               else "ranks from the ranks file")
-    table = Table(title=f"{report.format} at {target}: {report.layers_compressed} layers compressed")
+    orthogonal = sum(r.status == "orthogonal" for r in report.layers)
+    table = Table(title=f"{orthogonal} layers made orthogonal (SC-Fac)" if orthogonal else
+                  f"{report.format} at {target}: {report.layers_compressed} layers compressed")
     for col in ("", "original", "compressed", "ratio"):
         table.add_column(col, justify="right")
     table.add_row("parameters", f"{p.original:,}", f"{p.compressed:,}", f"{p.rate:.4f}")
@@ -96,8 +98,9 @@ def _render(report: RunReport, directory) -> None:
     out.print(table)
     errors = sorted(r.rel_error for r in report.layers if r.rel_error is not None)
     skipped = [r for r in report.layers if r.status == "skipped" and r.format]
-    out.print(f"relative reconstruction error per layer: median {errors[len(errors) // 2]:.4f}, max {errors[-1]:.4f}"
-              + (f"; {len(skipped)} layers could not meet the rate" if skipped else ""))
+    if errors:
+        out.print(f"relative reconstruction error per layer: median {errors[len(errors) // 2]:.4f}, max "
+                  f"{errors[-1]:.4f}" + (f"; {len(skipped)} layers could not meet the rate" if skipped else ""))
     if report.onnx:
         out.print(f"ONNX check: max |onnxruntime - PyTorch| = {report.onnx.check.max_abs_error:.2g}")
     out.print(f"written to {directory}/ (report.md for details)")

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import torch
 from tnncompress.cli.app import app
+from torch import nn
 from typer.testing import CliRunner
 
+from tnncompress import load
 from tnncompress.report import read_report
 
 runner = CliRunner()
@@ -47,3 +50,25 @@ def test_a_constraint_without_distillation_is_applied_once(tmp_path, small_cnn_c
     s = read_report(out / "report.json").spectral
     assert s.projections == 1 and s.network_after is None
     assert all(row.projection == "divide" for row in s.layers) and s.layers
+
+
+def test_orthogonal_convolutions_replace_the_selected_layers_and_export_as_plain_ones(tmp_path,
+                                                                                      small_cnn_checkpoint):
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["run", str(small_cnn_checkpoint), "--spectral", "orthogonal", "--kd", "e2e",
+                            "--kd-steps", "4", "--kd-batch-size", "32", "--out", str(out),
+                            *[a for a in FAST if a not in ("--load-form", "factors")]])
+    assert r.exit_code == 0, r.output  # no --rate: nothing is factorised
+    report = read_report(out / "report.json")
+    status = {row.name: row.status for row in report.layers}
+    assert status == {"conv1": "excluded", "conv2": "orthogonal", "conv3": "orthogonal", "fc1": "skipped",
+                      "fc2": "excluded"}
+    s = report.spectral
+    assert s.orthogonal_layers == ["conv2", "conv3"]
+    for row in s.layers:  # trained for 4 steps, still orthogonal: zero padding makes it <= 1
+        assert row.sigma_before > 2 and row.sigma_after <= 1 + 1e-5
+    assert report.onnx.check.max_abs_error < 1e-3
+    model = load(out)
+    assert type(model.conv2) is nn.Conv2d  # deployed as the plain convolution it computes
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.isfinite(model(x)).all()

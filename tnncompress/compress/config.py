@@ -23,6 +23,7 @@ class CompressConfig(Section, name="compress", title="Compression"):
     include: list[str] = option([], "Compress only layers matching these globs (or re:REGEX).")
     exclude: list[str] = option([], "Leave layers matching these globs (or re:REGEX) dense.")
 
-    def validate(self) -> None:
+    def needs_rate(self) -> None:
+        """Factorising needs a rate or ranks (checked by the recipe: --spectral orthogonal needs neither)."""
         if self.rate is None and self.ranks is None:
             raise UsageError(f"give {opt('rate')} (e.g. 0.05) or a {opt('ranks')} file")

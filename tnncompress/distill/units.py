@@ -15,6 +15,9 @@ from torch import nn
 
 from ..formats import TensorizedLayer
 from ..inspect import NORMS, call_order
+from ..spectral.orthogonal import OrthogonalConv2d
+
+STUDENT_LAYERS = (TensorizedLayer, OrthogonalConv2d)  # what compression put in the teacher's place
 
 
 @dataclass
@@ -44,7 +47,7 @@ class UnitModule(nn.Module):
 def find_units(model: nn.Module, input_size: tuple[int, int, int], unit: str = "layer") -> list[Unit]:
     order, fed = call_order(model, input_size)
     modules = dict(model.named_modules())
-    layers = [n for n in order if isinstance(modules[n], TensorizedLayer)]
+    layers = [n for n in order if isinstance(modules[n], STUDENT_LAYERS)]
 
     def norm_after(name: str) -> str | None:
         nxt = fed.get(name)

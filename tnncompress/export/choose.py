@@ -159,8 +159,8 @@ def deployable(model: nn.Module, input_size: tuple, batches=(1,), form: str = "a
     if form not in FORMS:
         raise ValueError(f"form must be one of {FORMS}, got {form!r}")
     inputs = tensorized_inputs(model, input_size)
-    if form == "auto":
+    if form == "auto" and inputs:  # nothing to decide (and time) without a tensorial layer
         decision, out = decide(model, inputs, input_size, list(batches), runtime, **timing)
         return out, decision
-    layers = fixed_choices(model, inputs, form)
+    layers = fixed_choices(model, inputs, "dense" if form == "auto" else form)
     return deployed(model, inputs, layers), FormDecision(runtime, list(batches), form, layers)

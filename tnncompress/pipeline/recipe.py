@@ -69,6 +69,8 @@ class Recipe(Section, title="Run"):
             raise UsageError("no checkpoint: give CHECKPOINT or a recipe with `model: {checkpoint: ...}`")
         for stage in STAGES:
             getattr(self, stage.NAME).check()
+        if not self.spectral.orthogonal:
+            self.compress.needs_rate()
         if self.distill.enabled and self.data.spec is None:
             raise UsageError(f"{opt('kd')} {self.distill.algorithm} needs {opt('data')}: the training split is "
                              "what the student learns from")

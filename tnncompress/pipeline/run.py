@@ -24,6 +24,7 @@ from ..env import resolve_device
 from ..errors import UsageError, opt
 from ..io import check_file
 from ..report import RunReport, build_report, layer_rows, write_report
+from ..spectral.replace import densify
 from ..timing import Stopwatch
 from . import stages
 from .recipe import OPTIONS, Recipe, read_recipe
@@ -62,15 +63,20 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         with clock.stage("load"):
             loaded, test, train = stages.load(recipe, spec)
             pool = stages.calibration(recipe, train)
+        orthogonal = recipe.spectral.orthogonal  # selected convolutions become orthogonal, not factorised
         with clock.stage("plan"):
-            choices, plans = stages.plan(recipe, loaded, pool)
+            choices, plans = (stages.select(recipe, loaded), []) if orthogonal else stages.plan(recipe, loaded, pool)
         if kd and ctx.main:
             _check_resumable(ws, recipe, resume)
-        points, refitted = [], []
-        with clock.stage("layer_decomp"):
-            student, decomposed = stages.decompose(recipe, loaded, plans, ctx)
-        points.append(_point("layer_decomp", student, test, recipe, ctx, clock))
-        if pool is not None and stages.data_aware(recipe):
+        points, refitted, decomposed, replaced = [], [], [], []
+        first = "orthogonalise" if orthogonal else "layer_decomp"
+        with clock.stage(first):
+            if orthogonal:
+                student, replaced = stages.orthogonal(recipe, loaded, choices)
+            else:
+                student, decomposed = stages.decompose(recipe, loaded, plans, ctx)
+        points.append(_point(first, student, test, recipe, ctx, clock))
+        if pool is not None and stages.data_aware(recipe) and not orthogonal:
             with clock.stage("data_aware"):
                 refitted = stages.refit(recipe, loaded, student, pool)
             points.append(_point("data_aware", student, test, recipe, ctx, clock))
@@ -79,12 +85,13 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
                 stages.recalibrate(student, pool, refitted, loaded.input_size)
             points.append(_point("recalibrate_bn", student, test, recipe, ctx, clock))
         with clock.stage("spectral"):
-            control, spectral = stages.spectral_start(recipe, loaded, student)
+            control, spectral = stages.spectral_start(recipe, loaded, student, [r.name for r in replaced if r.replaced])
         distilled = None
         if kd:
             with clock.stage("distill"):
                 distilled = stages.distillation(recipe, loaded, student, train, test, ctx, ws.checkpoints, resume,
                                                 on_checkpoint, pool, before=points[-1], spectral=control)
+        densify(student)  # orthogonal convolutions as the plain ones they compute, from here on
         if control is not None:
             with clock.stage("spectral"):
                 spectral = stages.spectral_end(recipe, loaded, student, control, spectral)
@@ -105,7 +112,7 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         warnings = (latency.slower_than_original() if latency else []) + [w for w in why if w] + \
                    ([e.describe() for e in distilled.events] if distilled else [])
         report = build_report(recipe=recipe, loaded=loaded, original=loaded.model, compressed=student,
-                              rows=layer_rows(choices, plans, decomposed, onnx, refitted, load_forms),
+                              rows=layer_rows(choices, plans, decomposed, onnx, refitted, load_forms, replaced),
                               accuracy=accuracy,
                               seconds={**clock.seconds, "total": clock.total()}, warnings=warnings,
                               distillation=distilled, onnx=onnx, latency=latency)

@@ -25,15 +25,17 @@ from ..compress import (
 )
 from ..data import ClassificationData, DataSpec, load_data
 from ..distill import Context, DistillResult, distil
+from ..distill.units import STUDENT_LAYERS
 from ..errors import UsageError, opt
 from ..evaluate import check_compatible, evaluate, output_classes
 from ..export import OPSET, FormDecision, deployable, operator_counts, to_onnx, verify, write_compressed
-from ..formats import TensorizedLayer, planned
+from ..formats import planned
 from ..inspect import call_order
 from ..io import LoadedModel, load_model
 from ..report import Accuracy, Latency, OnnxReport, StageRecord, measure_latency
 from ..spectral import model_spectrum
 from ..spectral.control import SpectralControl
+from ..spectral.replace import Orthogonalised, orthogonalise
 from ..spectral.result import SpectralLayer, SpectralReport, fill
 from .recipe import Recipe
 
@@ -89,7 +91,7 @@ def calibration(recipe: Recipe, train: ClassificationData | None) -> Calibration
 def plan(recipe: Recipe, loaded: LoadedModel, pool: CalibrationPool | None) -> tuple[list[LayerChoice],
                                                                                     list[LayerPlan]]:
     c = recipe.compress
-    choices = select_layers(loaded.model, loaded.input_size, c.include, c.exclude)
+    choices = select(recipe, loaded)
     if c.allocate == "global":
         if pool is None or c.ranks is not None or c.rate is None:
             raise UsageError(f"{opt('allocate')} global needs {opt('data')} (to measure each layer's errors) and "
@@ -103,6 +105,25 @@ def plan(recipe: Recipe, loaded: LoadedModel, pool: CalibrationPool | None) -> t
     log.info("plan: %d layers to compress, %d left dense", sum(p.ranks is not None for p in plans),
              len(choices) - sum(p.ranks is not None for p in plans))
     return choices, plans
+
+
+def select(recipe: Recipe, loaded: LoadedModel) -> list[LayerChoice]:
+    c = recipe.compress
+    return select_layers(loaded.model, loaded.input_size, c.include, c.exclude)
+
+
+def orthogonal(recipe: Recipe, loaded: LoadedModel, choices: list[LayerChoice]
+               ) -> tuple[nn.Module, list[Orthogonalised]]:
+    """--spectral orthogonal: the selected convolutions become SC-Fac orthogonal convolutions."""
+    names = [c.info.name for c in choices if c.status == "compress"]
+    student, results = orthogonalise(loaded.model, names, loaded.input_size, seed=recipe.seed)
+    done = [r for r in results if r.replaced]
+    if not done:
+        raise UsageError(f"{opt('spectral')} orthogonal: no selected layer can be an orthogonal convolution"
+                         + (f" ({results[0].name}: {results[0].reason})" if results else " (none is selected)"))
+    log.info("orthogonal convolutions: %d layers in %.1f s, median distance to the polar factor %.3f", len(done),
+             sum(r.seconds for r in done), statistics.median(r.fit_distance for r in done))
+    return student, results
 
 
 def decompose(recipe: Recipe, loaded: LoadedModel, plans: list[LayerPlan], ctx: Context
@@ -129,7 +150,7 @@ def recalibrate(student: nn.Module, pool: CalibrationPool, refitted: list[RefitR
     shift already match the teacher's output: new statistics would change nothing they compute)."""
     order, _ = call_order(student, input_size)
     modules = dict(student.named_modules())
-    first = next(i for i, n in enumerate(order) if isinstance(modules[n], TensorizedLayer))
+    first = next(i for i, n in enumerate(order) if isinstance(modules[n], STUDENT_LAYERS))
     fitted = {r.norm for r in refitted if r.norm}
     with planned(student, "rebuild"):  # as the data-aware fit: fast, and the same in every run
         names = recalibrate_bn(student, pool, only=set(order[first:]) - fitted)
@@ -157,17 +178,21 @@ def _spectrum(model: nn.Module, input_size) -> object:
     return model_spectrum(model, input_size, power_iters=SPECTRUM_POWER_ITERS, pairs=8)
 
 
-def spectral_start(recipe: Recipe, loaded: LoadedModel, student: nn.Module
+def spectral_start(recipe: Recipe, loaded: LoadedModel, student: nn.Module, replaced: list[str] = ()
                    ) -> tuple[SpectralControl | None, SpectralReport | None]:
-    """The constraint distillation keeps, and the report with every compressed layer's sigma_max before."""
+    """The constraint distillation keeps, and the report with every compressed layer's sigma_max before
+    (for layers `replaced` by orthogonal convolutions: the teacher's)."""
     s = recipe.spectral
     if not s.enabled:
         return None, None
     control = SpectralControl(student, loaded.input_size, s)
-    report = SpectralReport(s.constraint, control.every, s.orthogonality, s.bn)
+    report = SpectralReport(s.constraint, control.every, s.orthogonality, s.bn, orthogonal_layers=list(replaced))
     if s.measure:
-        log.info("spectrum before the constraint (%d compressed layers)", len(control.layers))
-        fill(report, _spectrum(student, loaded.input_size), "before", set(control.layers))
+        log.info("spectrum before the constraint (%d layers)", len(control.layers) + len(replaced))
+        if control.layers:
+            fill(report, _spectrum(student, loaded.input_size), "before", set(control.layers))
+        if replaced:
+            fill(report, _spectrum(loaded.model, loaded.input_size), "before", set(replaced))
     return control, report
 
 
@@ -182,8 +207,9 @@ def spectral_end(recipe: Recipe, loaded: LoadedModel, student: nn.Module, contro
             report.layers.append(rows[r.name])
         rows[r.name].projection, rows[r.name].projection_error = r.path, r.error
     report.projections = control.projections
-    if recipe.spectral.measure:
-        fill(report, _spectrum(student, loaded.input_size), "after", set(control.layers))
+    if recipe.spectral.measure:  # orthogonal convolutions are plain ones by now (densified)
+        names = set(control.layers) | set(report.orthogonal_layers)
+        fill(report, _spectrum(student, loaded.input_size), "after", names)
     if results and control.constraint.kind == "clip":
         worst = max(results, key=lambda r: r.error)
         log.info("clip:%g: largest projection error %.3g (%s)", control.constraint.value, worst.error, worst.name)

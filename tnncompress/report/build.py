@@ -19,9 +19,11 @@ def _params(model: nn.Module) -> int:
 
 def layer_rows(choices: list[LayerChoice], plans: list[LayerPlan], results: list[LayerResult],
                onnx: OnnxReport | None = None, refitted: list[RefitResult] = (),
-               load_forms: FormDecision | None = None) -> list[LayerRow]:
-    """One row per conv / linear layer of the model, compressed or not, in model order."""
+               load_forms: FormDecision | None = None, orthogonal=()) -> list[LayerRow]:
+    """One row per conv / linear layer of the model, compressed or not, in model order (`orthogonal`:
+    --spectral orthogonal's replacements, status "orthogonal" or "skipped" with the reason)."""
     plans_by = {p.name: p for p in plans}
+    ortho_by = {r.name: r for r in orthogonal}
     refits = {r.name: r for r in refitted}
     results_by = {r.name: r for r in results}
     deploy_by = {d.name: d for d in onnx.forms.layers} if onnx is not None else {}
@@ -30,6 +32,9 @@ def layer_rows(choices: list[LayerChoice], plans: list[LayerPlan], results: list
     for c in choices:
         info, plan = c.info, plans_by.get(c.info.name)
         row = LayerRow(info.name, info.kind, c.status, c.reason, info.params, info.params, info.flops, info.flops)
+        if info.name in ortho_by:
+            r = ortho_by[info.name]
+            row.status, row.reason, row.seconds = ("orthogonal" if r.replaced else "skipped"), r.reason, r.seconds
         if plan is not None:
             row.format = plan.format
             row.tensorization = plan.tensorization.to_dict() if plan.tensorization else None

@@ -23,7 +23,8 @@ class LayerRow:
 
     name: str
     kind: str
-    status: str  # "compressed", "skipped" (it cannot be, or cannot meet the rate) or "excluded"
+    status: str  # "compressed", "orthogonal" (--spectral orthogonal), "skipped" (it cannot be, or cannot meet the
+    # rate) or "excluded"
     reason: str
     params_original: int
     params_compressed: int

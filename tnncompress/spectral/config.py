@@ -13,15 +13,14 @@ DEFAULT_EVERY = {"clip": 100, "divide": 1}  # the reference authors' choices (Se
 
 @dataclass(frozen=True)
 class Constraint:
-    kind: str  # "clip" or "divide"
+    kind: str  # "clip", "divide" or "orthogonal"
     value: float | None = None  # C of clip:C and divide:C
 
 
 def parse_constraint(text: str) -> Constraint:
     kind, _, value = text.partition(":")
-    if kind == "orthogonal":  # refused rather than ignored until run places the layers
-        raise UsageError(f"{opt('spectral')} orthogonal: run does not place orthogonal convolutions yet; "
-                         "tnncompress.spectral.OrthogonalConv2d.from_conv does, from Python")
+    if kind == "orthogonal" and not value:
+        return Constraint(kind)
     if kind in ("clip", "divide"):
         try:
             c = float(value)
@@ -30,13 +29,14 @@ def parse_constraint(text: str) -> Constraint:
         if not c > 0 or c != c or c == float("inf"):
             raise UsageError(f"{opt('spectral')} {brief(text)}: the bound must be a positive number")
         return Constraint(kind, c)
-    raise UsageError(f"{opt('spectral')} {brief(text)}: use clip:C or divide:C")
+    raise UsageError(f"{opt('spectral')} {brief(text)}: use clip:C, divide:C or orthogonal")
 
 
 class SpectralConfig(Section, name="spectral", title="Spectral control", prefix="spectral_"):
     constraint: str | None = option(None, "Constrain the compressed layers' singular values: clip:C (clip them to C "
-                                          "through the core), or divide:C (divide a layer by max(1, sigma/C)).",
-                                    flat="spectral")
+                                          "through the core), divide:C (divide a layer by max(1, sigma/C)), or "
+                                          "orthogonal (the selected convolutions become SC-Fac orthogonal ones "
+                                          "instead of being factorised).", flat="spectral")
     every: int | None = option(None, "Steps between projections during distillation (clip: 100, divide: 1).",
                                minimum=1)
     orthogonality: float = option(0.0, "Weight of the penalty ||A^T A - I||^2 on the compressed layers' frame "
@@ -46,6 +46,10 @@ class SpectralConfig(Section, name="spectral", title="Spectral control", prefix=
                                     "sqrt(var + eps) <= this.", above=0)
     power_iters: int = option(1, "divide: power iterations per projection (the vector persists).", minimum=1)
     measure: bool = option(True, "Report every layer's sigma_max and the network bound before and after.")
+
+    @property
+    def orthogonal(self) -> bool:
+        return self.constraint == "orthogonal"
 
     @property
     def enabled(self) -> bool:

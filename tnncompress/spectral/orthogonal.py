@@ -117,8 +117,9 @@ class OrthogonalConv2d(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """The kernel; cached in eval mode while the parameters are unchanged."""
-        if self.training and torch.is_grad_enabled():
+        """The kernel; cached while no gradient is wanted and the parameters are unchanged (distillation
+        trains in eval mode: a gradient is wanted whenever autograd records and the parameters train)."""
+        if torch.is_grad_enabled() and (self.skew_h.requires_grad or self.skew_w.requires_grad):
             self._cached = None
             return self.weight_()
         key = tuple((p.data_ptr(), p._version) for p in (self.skew_h, self.skew_w))
