@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import torch
 from tnncompress.cli.app import app
@@ -72,3 +73,15 @@ def test_orthogonal_convolutions_replace_the_selected_layers_and_export_as_plain
     assert type(model.conv2) is nn.Conv2d  # deployed as the plain convolution it computes
     x = torch.randn(2, 1, 28, 28)
     assert torch.isfinite(model(x)).all()
+
+
+def test_a_stride_that_does_not_divide_the_input_is_refused_naming_the_layer(tmp_path):
+    teacher = Path(__file__).resolve().parents[2] / "tnncompress/models/checkpoints/resnet32_fashion_mnist.safetensors"
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["run", str(teacher), "-f", "tk", "-r", "0.2", "--include", "layer3.0.conv1",
+                            "--spectral", "clip:1", "--input-size", "1,30,30", "--data", "synthetic?n=8",
+                            "--out", str(out), "--no-latency", "--no-onnx", "-q"])
+    assert r.exit_code == 2, r.output
+    assert "layer3.0.conv1: input height 15 is not divisible by its stride 2" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
