@@ -243,8 +243,8 @@ def _phase_specs(units: list[Unit], config: DistillConfig, train_samples: int, t
 
 def _step_seconds(kind: str, unit: Unit | None, teacher: nn.Module, student: nn.Module, units: list[Unit],
                   config: DistillConfig, ctx: Context, stream: BatchStream, pool: CalibrationPool | None) -> float:
-    # the spectral projection is left out: every N steps it costs little next to the steps themselves
-    """Median seconds of a training step of this phase, timed on a copy of the student."""
+    """Median seconds of a training step of this phase, timed on a copy of the student (without the
+    spectral projection: every N steps it costs little next to the steps themselves)."""
     copy_ = copy.deepcopy(student)
     with planned(copy_, config.plan):
         phase = build_phase(0, kind, unit, 3, teacher, copy_, units, config, ctx, 1, stream=stream)
