@@ -122,3 +122,22 @@ def _distance(layer: OrthogonalConv2d, conv: nn.Conv2d) -> float:
 def test_bad_geometry_is_refused(args, message):
     with pytest.raises(ValueError, match=message):
         OrthogonalConv2d(*args)
+
+
+def test_gradients_flow_in_eval_mode_as_distillation_trains():
+    layer = _random(OrthogonalConv2d(4, 4, 3, 1, 1, dtype=torch.float64)).eval()
+    layer(torch.randn(1, 4, 5, 5, dtype=torch.float64)).sum().backward()
+    assert layer.skew_h.grad is not None and layer.skew_h.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("padding_mode", ["zeros", "circular"])
+def test_densified_layer_computes_the_same(padding_mode):
+    from tnncompress.spectral.replace import dense_conv
+
+    layer = _random(OrthogonalConv2d(4, 8, 4, 2, 1, bias=True, padding_mode=padding_mode, dtype=torch.float64))
+    with torch.no_grad():
+        layer.bias.normal_()
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    conv = dense_conv(layer)
+    assert type(conv) is nn.Conv2d
+    torch.testing.assert_close(conv(x), layer(x), rtol=1e-12, atol=1e-12)
