@@ -8,7 +8,7 @@ from torch import nn
 
 from tnncompress.formats import TensorizedLayer, get_format, list_formats, tensorize
 from tnncompress.formats.base import KernelShape
-from tnncompress.spectral import conv_singular_values, layer_spectrum
+from tnncompress.spectral import NoExactMethod, conv_singular_values, layer_spectrum
 from tnncompress.spectral.clip import clip_grid_kernel, clip_kernel, clip_layer
 from tnncompress.spectral.config import SpectralConfig
 from tnncompress.spectral.control import SpectralControl, frame_grams
@@ -193,3 +193,10 @@ def test_the_orthogonality_penalty_is_zero_on_orthonormal_frames_and_has_a_gradi
 def test_formats_without_frames_have_no_penalty():
     net = _Net("mcp")
     assert SpectralControl(net, (16, 8, 8), SpectralConfig(orthogonality=1.0)).penalty() is None
+
+
+def test_a_layer_without_an_exact_method_is_refused_by_name():
+    net = _Net("tk")
+    net.conv.padding_mode = "reflect"
+    with pytest.raises(NoExactMethod, match="layer conv: padding_mode 'reflect' has no exact"):
+        SpectralControl(net, (16, 8, 8), SpectralConfig(constraint="clip:1"))

@@ -17,7 +17,7 @@ from ..formats.layer import TensorizedLayer, TensorizedLinear
 from .clip import ClipResult, clip_layer
 from .config import SpectralConfig
 from .core import frames
-from .layers import _geometry, _grid, _in_channels, linear_part, power_iteration
+from .layers import _geometry, _grid, _in_channels, check_layer, linear_part, power_iteration
 from .lipschitz import bn_after
 from .model import layer_inputs
 
@@ -29,6 +29,8 @@ class SpectralControl:
         self.every = config.projection_every()
         sizes = layer_inputs(model, input_size)
         self.layers = {n: m for n, m in model.named_modules() if isinstance(m, TensorizedLayer) and n in sizes}
+        for name, module in self.layers.items():  # refused in one line naming the layer
+            check_layer(name, module)
         self.sizes = {n: sizes[n] for n in self.layers}
         self.grids = {n: _grid(n, m, sizes[n])[0] for n, m in self.layers.items()}
         self.norms = bn_after(model) if config.bn is not None else {}
