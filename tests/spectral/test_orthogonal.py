@@ -88,13 +88,22 @@ def test_it_starts_as_a_centred_delta_and_gradients_are_finite():
     assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in (layer.skew_h, layer.skew_w))
 
 
-def test_the_kernel_is_cached_in_eval_and_recomputed_after_a_change():
+def test_the_kernel_is_cached_without_autograd_and_recomputed_after_a_change():
     layer = OrthogonalConv2d(4, 4, 3, 1, 1).eval()
-    first = layer.weight
-    assert layer.weight is first  # one F.conv2d per forward, no rebuild
     with torch.no_grad():
+        first = layer.weight
+        assert layer.weight is first  # one F.conv2d per forward, no rebuild
         layer.skew_h.add_(torch.randn(layer.skew_h.shape))  # a constant would leave A - A^T as it is
-    assert layer.weight is not first and not torch.equal(layer.weight, first)
+        assert layer.weight is not first and not torch.equal(layer.weight, first)
+
+
+def test_the_kernel_is_rebuilt_with_a_graph_when_a_gradient_is_wanted_even_in_eval():
+    layer = OrthogonalConv2d(4, 4, 3, 1, 1).eval()  # distillation trains students in eval mode
+    with torch.no_grad():
+        cached = layer.weight
+    rebuilt = layer.weight
+    assert rebuilt is not cached and rebuilt.grad_fn is not None
+    torch.testing.assert_close(rebuilt.detach(), cached, rtol=0, atol=0)
 
 
 def test_from_conv_moves_towards_the_pretrained_kernels_polar_factor():
