@@ -3,12 +3,28 @@ next fed exactly another's output (a norm right after a layer, for instance)."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
+import torch.fx
 from torch import nn
 
 from ..formats import TensorizedLayer
 
 NORMS = (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d)
+
+
+class _Tracer(torch.fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, TensorizedLayer) or super().is_leaf_module(m, qualname)
+
+
+def trace(model: nn.Module) -> torch.fx.GraphModule:
+    """The model's torch.fx graph, with tensorial layers kept whole (as leaves)."""
+    with warnings.catch_warnings():  # fx's tracer calls deprecated torch.jit helpers on the way
+        warnings.simplefilter("ignore", FutureWarning)
+        graph = _Tracer().trace(model)
+        return torch.fx.GraphModule(model, graph)
 
 
 def call_order(model: nn.Module, input_size: tuple[int, int, int]) -> tuple[list[str], dict[str, str]]:

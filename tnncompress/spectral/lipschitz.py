@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import operator
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from ..formats.layer import TensorizedLayer
+from ..inspect.graph import trace
 from .layers import SPECTRAL_LAYERS
 
 # largest slope of element-wise activations (GELU's and SiLU's maxima of the derivative, computed)
@@ -51,18 +50,6 @@ def _slope(m: nn.Module) -> float | None:
 
 class BoundUnavailable(Exception):
     """The network has an operation without a Lipschitz rule (the message names the node)."""
-
-
-class _Tracer(torch.fx.Tracer):
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, TensorizedLayer) or super().is_leaf_module(m, qualname)
-
-
-def trace(model: nn.Module) -> torch.fx.GraphModule:
-    with warnings.catch_warnings():  # fx's tracer calls deprecated torch.jit helpers on the way
-        warnings.simplefilter("ignore", FutureWarning)
-        graph = _Tracer().trace(model)
-        return torch.fx.GraphModule(model, graph)
 
 
 def bn_scale(bn: nn.BatchNorm2d) -> torch.Tensor:

@@ -1,0 +1,156 @@
+"""The BQN as a whole: the posterior's initialisation, the prior term, the three predictions agreeing
+when the posterior is certain, the bound, and the objective's gradient."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tnncompress.bayes.network import BayesianQuantizedNetwork, quantizable
+from tnncompress.bayes.objective import elbo_loss, nll_bound
+from tnncompress.bayes.posterior import QuantizedPosterior, levels
+from tnncompress.bayes.propagate import Gauss
+from tnncompress.formats import TensorizedLayer
+
+
+class _Tiny(nn.Module):
+    """conv -> BN -> ReLU -> a tensorial conv -> ReLU -> average pool -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 6, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(6)
+        self.mid = TensorizedLayer.from_layer(nn.Conv2d(6, 8, 3, padding=1), "tk", {"r1": 3, "r2": 4})
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(x)))
+        x = F.relu(self.mid(x))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def _tiny(dtype=torch.float64) -> nn.Module:
+    torch.manual_seed(0)
+    return _Tiny().to(dtype).eval()
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_levels_and_the_initial_posterior(bits):
+    q = levels(bits)
+    assert len(q) == 2 ** bits and torch.equal(q, q.sort().values)
+    w = torch.randn(50, 7, dtype=torch.float64) * 0.3
+    post = QuantizedPosterior.from_weight(w, bits)
+    mean, var = post.moments()
+    scale = float(post.scale.detach())
+    inside = (w / scale >= q[0]) & (w / scale <= q[-1])
+    # the mass sits on the two levels around each entry (and a floor elsewhere): its mean is the weight
+    torch.testing.assert_close(mean[inside], w[inside], rtol=0, atol=0.02 * scale * len(q) * float(q.abs().max()))
+    assert (var >= 0).all()
+    # MAP is round-to-nearest on the grid, and MAP values are levels
+    codes = post.codes()
+    values = (post.map() / post.scale).detach()
+    assert torch.isclose(values[..., None], q.double(), rtol=0, atol=1e-12).any(-1).all()
+    nearest = (w[..., None] - scale * q.double()).abs().argmin(-1)
+    assert float((codes == nearest).double().mean()) > 0.99
+    kl = float(post.kl_uniform().detach())
+    assert 0 <= kl <= w.numel() * math.log(len(q)) + 1e-9
+
+
+def test_kl_is_zero_at_the_uniform_posterior_and_maximal_when_certain():
+    post = QuantizedPosterior((10,), 2, torch.float64)
+    assert abs(float(post.kl_uniform().detach())) < 1e-12
+    with torch.no_grad():
+        post.logits.copy_(torch.tensor([0.0, 0.0, 60.0, 0.0], dtype=torch.float64).expand(10, 4))
+    assert float(post.kl_uniform().detach()) == pytest.approx(10 * math.log(4), rel=1e-9)
+
+
+def test_the_selected_weights_are_the_factors_and_with_dense_the_dense_layers():
+    net = _tiny()
+    assert quantizable(net, dense=False) == ["mid.factors.0", "mid.factors.1", "mid.factors.2"]
+    assert quantizable(net, dense=True) == ["conv.weight", "mid.factors.0", "mid.factors.1", "mid.factors.2",
+                                            "fc.weight"]
+
+
+def _certain(bqn: BayesianQuantizedNetwork) -> None:
+    """Every posterior collapsed onto its MAP level (logits 80 apart)."""
+    with torch.no_grad():
+        for name in bqn.names:
+            post = bqn.posterior(name)
+            post.logits.copy_(F.one_hot(post.codes(), post.logits.shape[-1]).to(post.logits) * 80.0)
+
+
+def test_a_certain_posterior_gives_the_same_analytic_map_and_sampled_outputs():
+    bqn = BayesianQuantizedNetwork(_tiny(), bits=2, dense=True)
+    _certain(bqn)
+    x = torch.randn(5, 2, 6, 6, dtype=torch.float64)
+    analytic = bqn.analytic(x)
+    with torch.no_grad():
+        map_logits = bqn.logits_with(bqn.weights("map"), x)
+        sampled = bqn.logits_with(bqn.weights("sample", torch.Generator().manual_seed(0)), x)
+    torch.testing.assert_close(analytic.mean / bqn.temperature, map_logits, rtol=0, atol=1e-10)
+    torch.testing.assert_close(sampled, map_logits, rtol=0, atol=0)
+    assert float(analytic.var.max()) < 1e-20
+
+
+def test_an_uncertain_posterior_has_a_variance_and_its_analytic_mean_is_near_monte_carlo():
+    bqn = BayesianQuantizedNetwork(_tiny(), bits=2)
+    x = torch.randn(2, 2, 6, 6, dtype=torch.float64)
+    analytic = bqn.analytic(x)
+    assert float(analytic.var.min()) > 0
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        mc = torch.stack([bqn.logits_with(bqn.weights("sample", g), x) for _ in range(200)])
+    # through a ReLU the propagated mean is the Gaussian approximation's: close to, not equal to, MC
+    torch.testing.assert_close(analytic.mean.detach(), mc.mean(0), rtol=0.1, atol=0.05)
+
+
+def test_the_bound_is_above_the_expected_nll_and_exact_without_variance():
+    g = torch.Generator().manual_seed(2)
+    mu = torch.randn(6, 4, generator=g, dtype=torch.float64) * 2
+    nu = torch.rand(6, 4, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 0, 1])
+    s = torch.tensor(1.3, dtype=torch.float64)
+    bound = nll_bound(Gauss(mu, nu), y, s)
+    h = mu + nu.sqrt() * torch.randn(200_000, 6, 4, generator=g, dtype=torch.float64)
+    expected = -F.log_softmax(h / s, -1).gather(-1, y.expand(200_000, 6)[..., None]).squeeze(-1).mean(0)
+    assert (bound >= expected - 1e-3).all() and (bound - expected).max() > 1e-3
+    torch.testing.assert_close(nll_bound(Gauss(mu, None), y, s), F.cross_entropy(mu / s, y, reduction="none"))
+    soft = F.one_hot(y, 4).double()
+    torch.testing.assert_close(nll_bound(Gauss(mu, nu), soft, s), bound)
+
+
+class _Loss(nn.Module):
+    def __init__(self, bqn: BayesianQuantizedNetwork):
+        super().__init__()
+        self.bqn = bqn
+
+    def forward(self, x, y):
+        bqn = self.bqn
+        return elbo_loss(bqn.analytic(x), y, bqn.temperature, list(bqn.posteriors.values()), 0.5, 100)
+
+
+def test_the_elbo_gradient_passes_gradcheck():
+    bqn = BayesianQuantizedNetwork(_tiny(), bits=2, dense=True)
+    module = _Loss(bqn)
+    x = torch.randn(2, 2, 4, 4, dtype=torch.float64)
+    y = torch.tensor([0, 2])
+    names = ["bqn.posteriors.mid__factors__0.logits", "bqn.posteriors.mid__factors__1.log_scale",
+             "bqn.posteriors.fc__weight.log_scale", "bqn.log_temperature"]
+    params = dict(module.named_parameters())
+
+    def loss(*values):
+        return torch.func.functional_call(module, dict(zip(names, values, strict=True)), (x, y))
+
+    inputs = tuple(params[n].detach().clone().requires_grad_(True) for n in names)
+    assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+def test_size_counts_bits_and_the_float_rest():
+    bqn = BayesianQuantizedNetwork(_tiny(torch.float32), bits=4)
+    size = bqn.size()
+    assert size["quantised_weights"] == sum(p.numel() for p in bqn.student.mid.factors)
+    assert size["bytes"] < size["float32_bytes"] and size["ratio"] > 1

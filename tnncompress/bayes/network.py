@@ -1,0 +1,111 @@
+"""A Bayesian quantized network: a trained student whose selected weights carry a QuantizedPosterior,
+and the three ways to predict with it (dissertation 5.4.1): analytic (moments propagated, no
+sampling), Monte Carlo (S sampled QNNs, probabilities averaged) and MAP (the most likely level of
+every weight: the deterministic QNN that is exported).
+
+The student itself is not changed: predictions with concrete weights call it with those weights
+substituted (torch.func.functional_call); its other parameters (biases, norms, layers left float)
+stay float and are trained alongside the posteriors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..errors import UsageError, opt
+from ..formats import TensorizedLayer
+from .posterior import QuantizedPosterior
+from .propagate import Gauss, Propagator
+
+
+def quantizable(student: nn.Module, dense: bool) -> list[str]:
+    """The parameters that get a posterior: every tensorial layer's factors, and with `dense` the
+    weights of the convolutions and linear layers left dense."""
+    names = []
+    for name, m in student.named_modules():
+        if isinstance(m, TensorizedLayer):
+            names += [f"{name}.factors.{i}" for i in range(len(m.factors))]
+        elif dense and isinstance(m, (nn.Conv2d, nn.Linear)):
+            names.append(f"{name}.weight")
+    return names
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")  # ModuleDict keys cannot hold dots
+
+
+class BayesianQuantizedNetwork(nn.Module):
+    def __init__(self, student: nn.Module, bits: int, dense: bool = False, names: list[str] | None = None):
+        super().__init__()
+        self.student = student.eval()
+        self.bits = bits
+        self.names = names if names is not None else quantizable(student, dense)
+        if not self.names:
+            raise UsageError(f"{opt('bqn_bits')}: the model has no compressed layer to quantise; add "
+                             f"{opt('bqn_dense')} to quantise its dense convolutions and linear layers")
+        params = dict(student.named_parameters())
+        self.posteriors = nn.ModuleDict({_key(n): QuantizedPosterior.from_weight(params[n], bits) for n in self.names})
+        # the softmax temperature s of Theorem 5.2, learned in log space; the student's logits are already
+        # on the right scale, so it starts at 1
+        self.log_temperature = nn.Parameter(torch.zeros((), dtype=params[self.names[0]].dtype))
+        self.propagator = Propagator(student)
+
+    def posterior(self, name: str) -> QuantizedPosterior:
+        return self.posteriors[_key(name)]
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.exp()
+
+    def float_parameters(self) -> list[nn.Parameter]:
+        """The student's parameters that stay float (and train with the posteriors)."""
+        quantised = set(self.names)
+        return [p for n, p in self.student.named_parameters() if n not in quantised]
+
+    def trainable(self) -> list[nn.Parameter]:
+        return list(self.posteriors.parameters()) + [self.log_temperature] + self.float_parameters()
+
+    # -- predictions --------------------------------------------------------------------------------
+    def analytic(self, x: torch.Tensor) -> Gauss:
+        """Mean and variance of the logits, propagated (not yet divided by the temperature)."""
+        cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def moments(name: str, p: torch.Tensor):
+            if name not in cache:
+                cache[name] = self.posterior(name).moments() if name in self._names_set else (p, None)
+            return cache[name]
+
+        return self.propagator(x, moments)
+
+    @property
+    def _names_set(self) -> set[str]:
+        return set(self.names)
+
+    def weights(self, kind: str, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Concrete quantised weights: "map" or one "sample" from the posterior."""
+        return {n: (self.posterior(n).map() if kind == "map" else self.posterior(n).sample(generator))
+                for n in self.names}
+
+    def logits_with(self, weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The student's logits with `weights` in place of its own, divided by the temperature."""
+        return functional_call(self.student, weights, (x,)) / self.temperature
+
+    # -- size ---------------------------------------------------------------------------------------
+    def quantised_count(self) -> int:
+        return sum(self.posterior(n).logits[..., 0].numel() for n in self.names)
+
+    def size(self) -> dict[str, float]:
+        """Bytes of the MAP QNN as exported: bits per quantised weight (packed), a float32 scale per tensor,
+        float32 for everything else; against the float32 student."""
+        quantised = self.quantised_count()
+        other = sum(p.numel() for p in self.float_parameters())
+        buffers = sum(b.numel() for b in self.student.buffers())
+        qnn = math.ceil(quantised * self.bits / 8) + 4 * len(self.names) + 4 * (other + buffers)
+        float32 = 4 * (quantised + other + buffers)
+        return {"quantised_weights": quantised, "float_weights": other, "bits": self.bits,
+                "bits_per_weight": 8 * qnn / (quantised + other), "bytes": qnn, "float32_bytes": float32,
+                "ratio": float32 / qnn}

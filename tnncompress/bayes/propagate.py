@@ -1,0 +1,227 @@
+"""Sampling-free probabilistic propagation: the mean and variance of every value of a network whose
+selected weights are random (a QuantizedPosterior each), computed in one pass (dissertation 5.2.4).
+
+The network is traced (torch.fx) and interpreted node by node with the rules of `rules.py`; a
+tensorial layer goes through its conv_einsum plan, step by step (`einsum.moments`). Unsupported
+operations are found before any work, by name.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+
+from ..einsum.moments import expression_moments
+from ..errors import UsageError
+from ..formats import TensorizedLayer
+from ..formats.layer import TensorizedLinear
+from ..inspect.graph import trace
+from . import rules
+
+
+class Gauss(NamedTuple):
+    mean: torch.Tensor
+    var: torch.Tensor | None  # None: deterministic
+
+
+WeightMoments = Callable[[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+
+_ELEMENTWISE_COPY = {"flatten", "view", "reshape", "contiguous", "squeeze", "unsqueeze", "permute", "transpose"}
+_MODULE_RULES = (TensorizedLayer, nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.MaxPool2d,
+                 nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity, nn.modules.dropout._DropoutNd)
+_FUNCTIONS = {operator.add, torch.add, operator.mul, torch.mul, F.relu, torch.relu, torch.flatten, F.max_pool2d,
+              F.avg_pool2d, F.adaptive_avg_pool2d, F.pad, operator.getitem, torch.cat, F.dropout}
+SUPPORTED = ("convolutions, linear and tensorial layers, eval-mode batch norm, ReLU, max and average pooling, "
+             "residual sums, concatenation, flatten and reshapes")
+
+
+def _map(fn, *args, **kwargs):
+    """Apply `fn` with every Gauss argument replaced by its mean, then by its variance."""
+    def pick(v, which):
+        if isinstance(v, Gauss):
+            return v.mean if which == 0 else v.var
+        if isinstance(v, (list, tuple)):
+            return type(v)(pick(u, which) for u in v)
+        return v
+    mean = fn(*pick(args, 0), **pick(kwargs, 0))
+    gauss_args = [a for a in args if isinstance(a, Gauss)]
+    if all(a.var is None for a in gauss_args):
+        return Gauss(mean, None)
+    return Gauss(mean, fn(*pick(args, 1), **pick(kwargs, 1)))
+
+
+class Propagator:
+    """Moments of `model`'s output for deterministic inputs; the weights' moments come from
+    `weight_moments(parameter name, parameter)`."""
+
+    def __init__(self, model: nn.Module):
+        self.graph = trace(model)
+        self.model = model
+        self._check()
+
+    def _check(self) -> None:
+        for node in self.graph.graph.nodes:
+            why = None
+            if node.op == "call_module":
+                m = self.graph.get_submodule(node.target)
+                if not isinstance(m, _MODULE_RULES):
+                    why = f"layer {node.target!r} ({type(m).__name__})"
+                elif isinstance(m, nn.MaxPool2d) and m.dilation not in (1, (1, 1)):
+                    why = f"layer {node.target!r} (a dilated max pooling)"
+            elif node.op == "call_function" and node.target not in _FUNCTIONS:
+                why = f"operation {getattr(node.target, '__name__', node.target)!r} (node {node.name})"
+            elif node.op == "call_method" and node.target not in _ELEMENTWISE_COPY | {"relu", "size", "dim"}:
+                why = f"method .{node.target}() (node {node.name})"
+            if why:
+                raise UsageError(f"BQN cannot propagate moments through {why}: it handles {SUPPORTED}")
+
+    def __call__(self, x: torch.Tensor, weight_moments: WeightMoments, x_var: torch.Tensor | None = None) -> Gauss:
+        env: dict[str, object] = {}
+        gm = self.graph
+
+        def value(a):
+            return torch.fx.node.map_arg(a, lambda n: env[n.name])
+
+        for node in gm.graph.nodes:
+            if node.op == "placeholder":
+                env[node.name] = Gauss(x, x_var)
+            elif node.op == "get_attr":
+                env[node.name] = getattr(gm, node.target) if "." not in node.target else gm.get_parameter(node.target)
+            elif node.op == "call_module":
+                m = gm.get_submodule(node.target)
+                env[node.name] = self._module(node.target, m, value(node.args)[0], weight_moments)
+            elif node.op == "call_function":
+                env[node.name] = self._function(node.target, value(node.args), value(node.kwargs))
+            elif node.op == "call_method":
+                args, kwargs = value(node.args), value(node.kwargs)
+                if node.target in ("size", "dim"):
+                    env[node.name] = getattr(args[0].mean, node.target)(*args[1:], **kwargs)
+                elif node.target == "relu":
+                    env[node.name] = Gauss(*rules.relu(args[0]))
+                else:
+                    env[node.name] = _map(lambda t, *a, **k: getattr(t, node.target)(*a, **k), *args, **kwargs)
+            elif node.op == "output":
+                out = value(node.args)[0]
+                return out if isinstance(out, Gauss) else Gauss(out, None)
+        raise RuntimeError("the traced graph has no output")
+
+    @staticmethod
+    def _module(name: str, m: nn.Module, x: Gauss, weight_moments: WeightMoments) -> Gauss:
+        if isinstance(m, TensorizedLayer):
+            return _tensorized(name, m, x, weight_moments)
+        if isinstance(m, nn.Conv2d):
+            w = weight_moments(f"{name}.weight", m.weight)
+            bias = m.bias[:, None, None] if m.bias is not None else None
+            return Gauss(*rules.weighted(lambda a, k: m._conv_forward(a, k, None), x, w, bias))
+        if isinstance(m, nn.Linear):
+            w = weight_moments(f"{name}.weight", m.weight)
+            return Gauss(*rules.weighted(F.linear, x, w, m.bias))
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            return Gauss(*rules.batch_norm(x, m))
+        if isinstance(m, nn.ReLU):
+            return Gauss(*rules.relu(x))
+        if isinstance(m, nn.MaxPool2d):
+            return Gauss(*rules.max_pool(x, m.kernel_size, m.stride, m.padding, m.ceil_mode))
+        if isinstance(m, nn.AvgPool2d):
+            return Gauss(*rules.avg_pool(x, m.kernel_size, m.stride, m.padding, m.ceil_mode, m.count_include_pad,
+                                         m.divisor_override))
+        if isinstance(m, nn.AdaptiveAvgPool2d):
+            return Gauss(*rules.adaptive_avg_pool(x, m.output_size))
+        return _map(m, x)  # flatten, identity, eval-mode dropout: they copy entries
+
+    @staticmethod
+    def _function(fn, args, kwargs) -> object:
+        if fn in (operator.add, torch.add) and len(args) == 2:
+            a, b = args
+            if isinstance(a, Gauss) and isinstance(b, Gauss):
+                return Gauss(*rules.add(a, b))
+            g, c = (a, b) if isinstance(a, Gauss) else (b, a)
+            return Gauss(g.mean + c, g.var) if isinstance(g, Gauss) else a + b
+        if fn in (operator.mul, torch.mul) and len(args) == 2:
+            a, b = args
+            g, c = (a, b) if isinstance(a, Gauss) else (b, a)
+            if isinstance(g, Gauss) and isinstance(c, Gauss):
+                raise UsageError(f"BQN cannot propagate moments through a product of two activations: it handles "
+                                 f"{SUPPORTED}")
+            if not isinstance(g, Gauss):
+                return a * b
+            return Gauss(g.mean * c, None if g.var is None else g.var * c * c)
+        if fn in (F.relu, torch.relu):
+            return Gauss(*rules.relu(args[0]))
+        if fn is F.max_pool2d:
+            a = _bind(args, kwargs, ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                                     "return_indices"), {"stride": None, "padding": 0, "dilation": 1,
+                                                         "ceil_mode": False, "return_indices": False})
+            if a["dilation"] not in (1, (1, 1)) or a["return_indices"]:
+                raise UsageError(f"BQN cannot propagate moments through a dilated max pooling or one returning "
+                                 f"indices: it handles {SUPPORTED}")
+            return Gauss(*rules.max_pool(a["input"], a["kernel_size"], a["stride"], a["padding"], a["ceil_mode"]))
+        if fn is F.avg_pool2d:
+            a = _bind(args, kwargs, ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                                     "divisor_override"), {"stride": None, "padding": 0, "ceil_mode": False,
+                                                           "count_include_pad": True, "divisor_override": None})
+            return Gauss(*rules.avg_pool(*a.values()))
+        if fn is F.adaptive_avg_pool2d:
+            a = _bind(args, kwargs, ("input", "output_size"), {})
+            return Gauss(*rules.adaptive_avg_pool(a["input"], a["output_size"]))
+        if fn is torch.cat:
+            parts = args[0]
+            if all(p.var is None for p in parts):
+                return Gauss(torch.cat([p.mean for p in parts], *args[1:], **kwargs), None)
+            var = [p.var if p.var is not None else torch.zeros_like(p.mean) for p in parts]
+            return Gauss(torch.cat([p.mean for p in parts], *args[1:], **kwargs), torch.cat(var, *args[1:], **kwargs))
+        if fn is F.pad and isinstance(args[0], Gauss):
+            g = args[0]
+            mean = F.pad(g.mean, *args[1:], **kwargs)
+            if g.var is None:
+                return Gauss(mean, None)
+            mode = kwargs.get("mode", args[2] if len(args) > 2 else "constant")
+            # constant pads have no variance; reflect/replicate/circular copy entries
+            var = F.pad(g.var, args[1]) if mode == "constant" else F.pad(g.var, *args[1:], **kwargs)
+            return Gauss(mean, var)
+        if not any(isinstance(a, Gauss) for a in args):
+            return fn(*args, **kwargs)
+        return _map(fn, *args, **kwargs)  # selections, padding, flatten, eval-mode dropout
+
+
+def _bind(args, kwargs, names: tuple[str, ...], defaults: dict) -> dict:
+    """A functional call's arguments by name, in `names` order, defaults filled in."""
+    bound = {**defaults, **dict(zip(names, args, strict=False)), **kwargs}
+    return {n: bound[n] for n in names}
+
+
+def _tensorized(name: str, m: TensorizedLayer, x: Gauss, weight_moments: WeightMoments) -> Gauss:
+    """A tensorial layer through its plan: the input's and every factor's moments, step by step."""
+    lead = None
+    if isinstance(m, TensorizedLinear):
+        lead = x.mean.shape[:-1]
+        x = _map(lambda t: t.reshape(-1, t.shape[-1], 1, 1), x)
+    padding = m.padding
+    if hasattr(m, "_pads_explicitly") and m._pads_explicitly():
+        pads = [v for lo_hi in reversed(m._explicit_pads()) for v in lo_hi]
+        x = _map(lambda t: F.pad(t, pads, mode=m.padding_mode), x)
+        padding = 0
+    batch, _, h, w = x.mean.shape
+    x = _map(lambda t: t.reshape(batch, *m._in_view, h, w), x)
+    plan = m._plan(tuple(x.mean.shape), padding, backward=False)
+    factors = [weight_moments(f"{name}.factors.{i}", p) for i, p in enumerate(m.factors)]
+    mean, var = expression_moments(plan, (x.mean, x.var), *factors)
+    shape = (batch, m.shape.out_channels, mean.shape[-2], mean.shape[-1])
+    mean, var = mean.reshape(shape), (var.reshape(shape) if var is not None else None)
+    if m.bias is not None:
+        mean = mean + m.bias[:, None, None]
+    if lead is not None:
+        mean = mean.reshape(*lead, m.shape.out_channels)
+        var = var.reshape(*lead, m.shape.out_channels) if var is not None else None
+    return Gauss(mean, var)
+
+
+def fixed_weights(name: str, p: torch.Tensor) -> tuple[torch.Tensor, None]:
+    """Weight moments with every weight fixed (propagation then equals the plain forward)."""
+    return p, None
