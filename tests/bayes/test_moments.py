@@ -173,3 +173,11 @@ def test_the_propagator_with_fixed_weights_is_the_forward_pass():
     out = Propagator(net)(x, lambda name, p: (p, None))
     assert isinstance(out, Gauss) and out.var is None
     torch.testing.assert_close(out.mean, net(x), rtol=0, atol=1e-12)
+
+
+def test_an_operation_without_a_rule_is_named_before_any_work():
+    from tnncompress.errors import UsageError
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.GELU(), nn.Flatten(), nn.Linear(8, 2))
+    with pytest.raises(UsageError, match=r"layer '1' \(GELU\)"):
+        Propagator(net)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from ..bayes.config import BqnConfig
 from ..calibrate import CalibrateConfig
 from ..compress import CompressConfig
 from ..data import DataConfig
@@ -31,7 +32,7 @@ from ..spectral.config import SpectralConfig
 RECIPE_VERSION = 2
 READS = (1, 2)  # the versions this tnncompress reads
 STAGES = (ModelConfig, DataConfig, EvaluateConfig, CalibrateConfig, CompressConfig, DistillConfig, SpectralConfig,
-          ExportConfig, ReportConfig)
+          BqnConfig, ExportConfig, ReportConfig)
 
 
 class Recipe(Section, title="Run"):
@@ -47,6 +48,7 @@ class Recipe(Section, title="Run"):
     compress: CompressConfig = field(default_factory=CompressConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     spectral: SpectralConfig = field(default_factory=SpectralConfig)
+    bqn: BqnConfig = field(default_factory=BqnConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
 
@@ -74,6 +76,11 @@ class Recipe(Section, title="Run"):
         if self.distill.enabled and self.data.spec is None:
             raise UsageError(f"{opt('kd')} {self.distill.algorithm} needs {opt('data')}: the training split is "
                              "what the student learns from")
+        if self.bqn.enabled and self.data.spec is None:
+            raise UsageError(f"{opt('bqn_bits')} needs {opt('data')}: the posterior is learned from the training split")
+        if self.bqn.enabled and self.spectral.orthogonal:
+            raise UsageError(f"{opt('bqn_bits')} quantises compressed layers' factors; {opt('spectral')} orthogonal "
+                             "compresses nothing")
 
     def to_data(self) -> dict:
         return {"version": RECIPE_VERSION, **to_data(self)}

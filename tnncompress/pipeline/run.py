@@ -53,20 +53,23 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         progress.set_enabled(False)
     torch.manual_seed(recipe.seed)
     kd = recipe.distill.enabled
+    trains = kd or recipe.bqn.enabled  # a stage that keeps checkpoints a run can resume from
     # The destination is checked, locked and test-written before any slow work; under torchrun rank 0
     # prepares it and the others use the same paths.
-    staging = (staged_directory(out, force, resumable=kd, resume=resume, inputs=_inputs(recipe, spec),
+    staging = (staged_directory(out, force, resumable=trains, resume=resume, inputs=_inputs(recipe, spec),
                                 needed_bytes=_output_estimate(recipe)) if ctx.main
                else contextlib.nullcontext(workspace(out)))
     with staging as ws:
         ctx.barrier()  # rank 0 has prepared the staging directory
         with clock.stage("load"):
             loaded, test, train = stages.load(recipe, spec)
+            if recipe.bqn.enabled:
+                stages.check_bqn(loaded)
             pool = stages.calibration(recipe, train)
         orthogonal = recipe.spectral.orthogonal  # selected convolutions become orthogonal, not factorised
         with clock.stage("plan"):
             choices, plans = (stages.select(recipe, loaded), []) if orthogonal else stages.plan(recipe, loaded, pool)
-        if kd and ctx.main:
+        if trains and ctx.main:
             _check_resumable(ws, recipe, resume)
         points, refitted, decomposed, replaced = [], [], [], []
         first = "orthogonalise" if orthogonal else "layer_decomp"
@@ -100,10 +103,16 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
             leave_processes()
         if not ctx.main:
             return RunResult(out, None, student)
+        bqn, codes = None, None
+        if recipe.bqn.enabled:  # rank 0 alone (under torchrun the others have finished)
+            with clock.stage("bqn"):
+                bqn, codes = stages.bqn(recipe, loaded, student, train, test, ctx, ws.checkpoints, resume)
         with clock.stage("evaluate"):
             accuracy = stages.accuracy(recipe, loaded, student, test, ctx, points[0])
         with clock.stage("export"):
             onnx, load_forms, as_loaded = stages.export(recipe, ws.output, loaded, student)
+            if codes is not None:
+                stages.write_bqn_codes(ws.output, codes, recipe.bqn.bits)
         latency = None
         if recipe.report.latency:
             with clock.stage("latency"):
@@ -121,6 +130,7 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         report.calibration = pool.describe() if pool is not None else None
         report.load_forms = load_forms
         report.spectral = spectral
+        report.bqn = bqn
         write_report(ws.output, report)
         (ws.output / RECIPE_FILE).write_text(recipe.to_yaml())
     return RunResult(out, report, student)

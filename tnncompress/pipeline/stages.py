@@ -9,8 +9,12 @@ import logging
 import statistics
 from pathlib import Path
 
+import torch
 from torch import nn
 
+from ..bayes import BayesianQuantizedNetwork, Propagator, evaluate_bqn, learn_posterior
+from ..bayes.export import apply_map, write_codes
+from ..bayes.result import BqnReport
 from ..calibrate import CalibrationPool, calibration_pool, parse_memory, recalibrate_bn
 from ..compress import (
     LayerChoice,
@@ -76,7 +80,7 @@ def data_aware(recipe: Recipe) -> bool:
 
 def needs_training_data(recipe: Recipe) -> bool:
     """Distillation learns from the training split; every calibration step samples it."""
-    return recipe.distill.enabled or data_aware(recipe) or recipe.compress.allocate == "global" or (
+    return recipe.distill.enabled or recipe.bqn.enabled or data_aware(recipe) or recipe.compress.allocate == "global" or (
         recipe.calibrate.recalibrate_bn and recipe.data.spec is not None)
 
 
@@ -229,6 +233,61 @@ def distillation(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train,
                     spectral=spectral)
     loaded.model.cpu(), student.cpu()
     return result
+
+
+def check_bqn(loaded: LoadedModel) -> None:
+    """Refuse, before any work, a model whose operations moment propagation has no rule for (named)."""
+    Propagator(loaded.model)
+
+
+def bqn(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, test, ctx: Context, checkpoints: Path,
+        resume: bool) -> tuple[BqnReport, dict]:
+    """Learn the quantized posterior over the student's factors, evaluate it three ways (and the float
+    student and plain PTQ on the same grid before it), then leave the student holding its MAP QNN.
+    Returns the report section and the integer codes to export."""
+    config, e = recipe.bqn, recipe.evaluate
+    network = BayesianQuantizedNetwork(student, config.bits, config.dense)
+    log.info("BQN: %d tensors, %d weights at %d bits", len(network.names), network.quantised_count(), config.bits)
+    float_student, ptq = None, None
+    if test is not None:
+        float_student = evaluate(student, test, batch_size=e.batch_size, device=ctx.device, limit=e.limit,
+                                 description="evaluating (float student)")
+        with torch.no_grad():
+            map_at_start = network.weights("map")
+        ptq = evaluate(_Substituted(network, map_at_start), test, batch_size=e.batch_size, device=ctx.device,
+                       limit=e.limit, description="evaluating (post-training quantisation)")
+    checkpoints.mkdir(exist_ok=True)
+    training = learn_posterior(network, loaded.model if config.targets == "teacher" else None, train, config, ctx,
+                               seed=recipe.seed, workers=recipe.data.workers, checkpoint_dir=checkpoints,
+                               resume=resume)
+    metrics = None
+    if test is not None:
+        metrics = evaluate_bqn(network, test, config.samples, e.batch_size, e.limit, ctx.device, recipe.seed)
+    report = BqnReport(config.bits, config.dense, config.lam, config.targets, list(network.names), network.size(),
+                       training, float_student, ptq, metrics.analytic if metrics else None,
+                       metrics.mc if metrics else None, metrics.map if metrics else None, config.samples)
+    codes = apply_map(network)
+    network.cpu(), loaded.model.cpu()
+    if metrics is not None:
+        log.info("BQN %d bit: analytic %.2f%%, MC(S=%d) %.2f%%, MAP %.2f%% (float %.2f%%, PTQ %.2f%%)", config.bits,
+                 100 * metrics.analytic.top1, config.samples, 100 * metrics.mc.top1, 100 * metrics.map.top1,
+                 100 * float_student.top1, 100 * ptq.top1)
+    return report, codes
+
+
+class _Substituted(nn.Module):
+    """The student with some of its parameters replaced (for one evaluation)."""
+
+    def __init__(self, network: BayesianQuantizedNetwork, weights: dict):
+        super().__init__()
+        self.network, self.weights = network, weights
+
+    def forward(self, x):
+        return torch.func.functional_call(self.network.student, self.weights, (x,))
+
+
+def write_bqn_codes(directory: Path, codes: dict, bits: int) -> None:
+    write_codes(directory, codes, bits)
 
 
 def accuracy(recipe: Recipe, loaded: LoadedModel, student: nn.Module, test: ClassificationData | None,

@@ -79,6 +79,8 @@ def render_markdown(report: RunReport) -> str:
         lines += _distillation(report.distillation, acc)
     if report.spectral:
         lines += _spectral(report.spectral)
+    if report.bqn:
+        lines += _bqn(report.bqn)
     if report.latency:
         lines += ["", "## Latency", "", f"Median milliseconds per batch, {report.latency.threads} threads.", "",
                   "| runtime | batch | original | compressed | speed-up |", "|---|---:|---:|---:|---:|"]
@@ -146,6 +148,29 @@ def _spectral(s) -> list[str]:
                      f"{_sigma(r.sigma_after, r.sigma_after_lower, r.exact)} | "
                      f"{_sigma(r.with_bn_before, None, True)} | {_sigma(r.with_bn_after, None, True)} | "
                      f"{r.projection or '-'} | {err} |")
+    return lines
+
+
+def _bqn(b) -> list[str]:
+    """The posterior's setting and size, and top-1 / NLL / ECE of the float student, PTQ and the three
+    evaluations of the BQN."""
+    size, t = b.size, b.training
+    which = "factors and dense layers" if b.dense else "the compressed layers' factors"
+    lines = ["", "## Bayesian quantized network", "",
+             f"{b.bits}-bit categorical posterior over {size['quantised_weights']:,} weights in {len(b.tensors)} "
+             f"tensors ({which}); lambda "
+             f"{b.lam:g}, targets {b.targets}; {t['steps']} updates in {t['seconds']:.0f} s, final KL to the uniform "
+             f"prior {t['kl']:.4g} nats, temperature {t['temperature']:.3f}.",
+             f"MAP QNN: {size['bytes']:,} bytes ({size['bits_per_weight']:.2f} bits per weight over all weights) "
+             f"against {size['float32_bytes']:,} in float32 ({size['ratio']:.2f}x smaller); codes in "
+             f"`{b.codes_file}`.", ""]
+    rows = [("float student", b.float_student), (f"PTQ, {b.bits} bit (round to nearest)", b.ptq),
+            ("BQN analytic (NLL: upper bound)", b.analytic), (f"BQN Monte Carlo, S = {b.samples}", b.mc),
+            ("BQN MAP (exported)", b.map)]
+    if all(m is None for _, m in rows):
+        return lines + ["No test data: not evaluated.", ""]
+    lines += ["| model | top-1 | NLL | ECE |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {_pct(m.top1)} | {m.nll:.4f} | {m.ece:.4f} |" for name, m in rows if m is not None]
     return lines
 
 

@@ -11,6 +11,7 @@ from ..evaluate import Metrics
 from ..export import FormDecision, OnnxCheck
 from ..io import read_json
 from ..schema import from_data
+from ..bayes.result import BqnReport
 from ..spectral.result import SpectralReport
 from .latency import Latency
 
@@ -128,6 +129,7 @@ class RunReport:
     load_forms: FormDecision | None = None  # each layer's form in load(DIR), and the times it was chosen from
     latency: Latency | None = None
     spectral: SpectralReport | None = None
+    bqn: BqnReport | None = None
     layers_compressed: int = 0
 
     def __post_init__(self) -> None:

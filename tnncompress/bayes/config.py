@@ -1,0 +1,27 @@
+"""What the BQN stage is told: how many bits, how long to learn the posterior, and how to evaluate it."""
+
+from __future__ import annotations
+
+from ..options import Section, option
+
+TARGETS = ("labels", "teacher")
+
+
+class BqnConfig(Section, name="bqn", title="Bayesian quantized network (BQN)", prefix="bqn_"):
+    bits: int | None = option(None, "Learn a quantized posterior over the compressed layers' factors with this many "
+                                    "bits per weight (1: {-1, +1} x scale; 2-8: 2^B uniform levels x scale), then "
+                                    "export its MAP QNN.", flat="bqn_bits", minimum=1, maximum=8)
+    dense: bool = option(False, "Also quantise the convolutions and linear layers left dense.")
+    steps: int | None = option(None, "Updates of the posterior (default: one epoch).", minimum=0)
+    lr: float = option(1e-2, "Adam learning rate of the logits, scales and temperature (the dissertation's).",
+                       above=0)
+    lam: float = option(1e-3, "Weight lambda of the KL to the uniform prior (1: the ELBO; the reference uses "
+                              "1e-3).", minimum=0)
+    targets: str = option("labels", "What the bound fits: the labels, or the teacher's softmax (soft targets).",
+                          choices=TARGETS)
+    batch_size: int = option(128, "Training batch.", minimum=1)
+    samples: int = option(5, "Sampled QNNs of the Monte Carlo evaluation (S).", minimum=1)
+
+    @property
+    def enabled(self) -> bool:
+        return self.bits is not None

@@ -1,0 +1,48 @@
+"""The MAP QNN as integer codes: `bqn.safetensors` holds, per quantised parameter NAME, `NAME.codes`
+(uint8 indices into the levels), `NAME.levels` and `NAME.scale` (float32), so a weight is
+scale * levels[codes]. model.safetensors holds the same values dequantised (what load(DIR) and the ONNX
+graph use); `read_codes` rebuilds them bit for bit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .network import BayesianQuantizedNetwork
+
+CODES_FILE = "bqn.safetensors"
+
+
+@torch.no_grad()
+def apply_map(bqn: BayesianQuantizedNetwork) -> dict[str, torch.Tensor]:
+    """Write the MAP weights into the student in place; returns the tensors of `bqn.safetensors`."""
+    params = dict(bqn.student.named_parameters())
+    tensors = {}
+    for name in bqn.names:
+        post = bqn.posterior(name)
+        codes = post.codes()
+        scale = post.scale.detach().float()
+        levels = post.levels.float()
+        params[name].copy_((scale * levels[codes]).to(params[name].dtype))
+        tensors[f"{name}.codes"] = codes.to(torch.uint8).cpu().contiguous()
+        tensors[f"{name}.levels"] = levels.cpu().contiguous()
+        tensors[f"{name}.scale"] = scale.reshape(1).cpu().contiguous()
+    return tensors
+
+
+def write_codes(directory: Path, tensors: dict[str, torch.Tensor], bits: int) -> Path:
+    path = directory / CODES_FILE
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
+    save_file(tensors, str(tmp), metadata={"format": "tnncompress-bqn", "bits": str(bits)})
+    os.replace(tmp, path)
+    return path
+
+
+def read_codes(directory: str | Path) -> dict[str, torch.Tensor]:
+    """{parameter name: the dequantised MAP weight} from a run's `bqn.safetensors`."""
+    tensors = load_file(str(Path(directory) / CODES_FILE))
+    names = {k.rsplit(".", 1)[0] for k in tensors}
+    return {n: tensors[f"{n}.scale"][0] * tensors[f"{n}.levels"][tensors[f"{n}.codes"].long()] for n in sorted(names)}

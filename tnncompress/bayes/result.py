@@ -1,0 +1,28 @@
+"""What the BQN stage reports: the posterior's setting, its training, the model size, and the accuracy,
+NLL and ECE of the float student, of plain post-training quantisation (PTQ), and of the BQN's three
+evaluations. It is report.json's `bqn` section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..evaluate.metrics import Metrics
+
+
+@dataclass
+class BqnReport:
+    bits: int
+    dense: bool
+    lam: float
+    targets: str
+    tensors: list[str]  # the quantised parameters (factors; and dense weights with --bqn-dense)
+    size: dict  # quantised / float weights, bits per weight, bytes of the MAP QNN against float32
+    training: dict  # steps, losses, KL, temperature, seconds
+    float_student: Metrics | None = None  # before the stage
+    ptq: Metrics | None = None  # round-to-nearest on the same grid and scale (the posterior's MAP at its start)
+    analytic: Metrics | None = None  # NLL: the bound of Theorem 5.2
+    mc: Metrics | None = None
+    map: Metrics | None = None
+    samples: int = 5  # S of the Monte Carlo evaluation
+    codes_file: str = "bqn.safetensors"
+    notes: list[str] = field(default_factory=list)
