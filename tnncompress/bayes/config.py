@@ -5,12 +5,15 @@ from __future__ import annotations
 from ..options import Section, option
 
 TARGETS = ("labels", "teacher")
+SCALES = ("channel", "tensor")
 
 
 class BqnConfig(Section, name="bqn", title="Bayesian quantized network (BQN)", prefix="bqn_"):
     bits: int | None = option(None, "Learn a quantized posterior over the compressed layers' factors with this many "
                                     "bits per weight (1: {-1, +1} x scale; 2-8: 2^B uniform levels x scale), then "
                                     "export its MAP QNN.", flat="bqn_bits", minimum=1, maximum=8)
+    scale: str = option("channel", "One learned scale per output channel (per slice of a factor's first mode), or "
+                                   "one per tensor.", choices=SCALES)
     dense: bool = option(False, "Also quantise the convolutions and linear layers left dense.")
     steps: int | None = option(None, "Updates of the posterior (default: one epoch).", minimum=0)
     lr: float = option(1e-2, "Adam learning rate of the logits, scales and temperature (the dissertation's).",

@@ -29,7 +29,7 @@ def apply_map(bqn: BayesianQuantizedNetwork) -> dict[str, torch.Tensor]:
         params[name].copy_((scale * levels[codes]).to(params[name].dtype))
         tensors[f"{name}.codes"] = codes.to(torch.uint8).cpu().contiguous()
         tensors[f"{name}.levels"] = levels.cpu().contiguous()
-        tensors[f"{name}.scale"] = scale.reshape(1).cpu().contiguous()
+        tensors[f"{name}.scale"] = scale.cpu().contiguous()  # one, or one per channel: broadcasts
     return tensors
 
 
@@ -45,4 +45,4 @@ def read_codes(directory: str | Path) -> dict[str, torch.Tensor]:
     """{parameter name: the dequantised MAP weight} from a run's `bqn.safetensors`."""
     tensors = load_file(str(Path(directory) / CODES_FILE))
     names = {k.rsplit(".", 1)[0] for k in tensors}
-    return {n: tensors[f"{n}.scale"][0] * tensors[f"{n}.levels"][tensors[f"{n}.codes"].long()] for n in sorted(names)}
+    return {n: tensors[f"{n}.scale"] * tensors[f"{n}.levels"][tensors[f"{n}.codes"].long()] for n in sorted(names)}

@@ -39,16 +39,18 @@ def _key(name: str) -> str:
 
 
 class BayesianQuantizedNetwork(nn.Module):
-    def __init__(self, student: nn.Module, bits: int, dense: bool = False, names: list[str] | None = None):
+    def __init__(self, student: nn.Module, bits: int, dense: bool = False, per_channel: bool = True,
+                 names: list[str] | None = None):
         super().__init__()
         self.student = student.eval()
-        self.bits = bits
+        self.bits, self.per_channel = bits, per_channel
         self.names = names if names is not None else quantizable(student, dense)
         if not self.names:
             raise UsageError(f"{opt('bqn_bits')}: the model has no compressed layer to quantise; add "
                              f"{opt('bqn_dense')} to quantise its dense convolutions and linear layers")
         params = dict(student.named_parameters())
-        self.posteriors = nn.ModuleDict({_key(n): QuantizedPosterior.from_weight(params[n], bits) for n in self.names})
+        self.posteriors = nn.ModuleDict({_key(n): QuantizedPosterior.from_weight(params[n], bits, per_channel)
+                                         for n in self.names})
         # the softmax temperature s of Theorem 5.2, learned in log space; the student's logits are already
         # on the right scale, so it starts at 1
         self.log_temperature = nn.Parameter(torch.zeros((), dtype=params[self.names[0]].dtype))
@@ -99,12 +101,13 @@ class BayesianQuantizedNetwork(nn.Module):
         return sum(self.posterior(n).logits[..., 0].numel() for n in self.names)
 
     def size(self) -> dict[str, float]:
-        """Bytes of the MAP QNN as exported: bits per quantised weight (packed), a float32 scale per tensor,
+        """Bytes of the MAP QNN as exported: bits per quantised weight (packed), float32 scales,
         float32 for everything else; against the float32 student."""
         quantised = self.quantised_count()
         other = sum(p.numel() for p in self.float_parameters())
         buffers = sum(b.numel() for b in self.student.buffers())
-        qnn = math.ceil(quantised * self.bits / 8) + 4 * len(self.names) + 4 * (other + buffers)
+        scales = sum(self.posterior(n).log_scale.numel() for n in self.names)
+        qnn = math.ceil(quantised * self.bits / 8) + 4 * scales + 4 * (other + buffers)
         float32 = 4 * (quantised + other + buffers)
         return {"quantised_weights": quantised, "float_weights": other, "bits": self.bits,
                 "bits_per_weight": 8 * qnn / (quantised + other), "bytes": qnn, "float32_bytes": float32,

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-INIT_FLOOR = 1e-3  # probability every level keeps at initialisation, so no logit starts at -inf
+INIT_FLOOR = 1e-4  # probability every level keeps at initialisation, so no logit starts at -inf
 
 
 def levels(bits: int) -> torch.Tensor:
@@ -24,32 +24,37 @@ def levels(bits: int) -> torch.Tensor:
     return torch.arange(-half, half, dtype=torch.float64).float()
 
 
-def round_to_grid(w: torch.Tensor, grid: torch.Tensor, scale: float) -> torch.Tensor:
-    """The index of the nearest level of scale x grid for each entry."""
-    return (w[..., None] - scale * grid.to(w)).abs().argmin(-1)
+def round_to_grid(w: torch.Tensor, grid: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """The index of the nearest level of scale x grid for each entry (`scale` broadcasts against `w`)."""
+    return (w[..., None] / torch.as_tensor(scale, dtype=w.dtype)[..., None] - grid.to(w)).abs().argmin(-1)
 
 
-def fit_scale(w: torch.Tensor, grid: torch.Tensor, candidates: int = 64) -> float:
-    """The scale that minimises the squared error of rounding `w` to scale x grid (searched over
-    fractions of the range that covers max |w|; for 1 bit, mean |w| is the optimum and is taken)."""
-    w = w.detach().double().flatten()
+def fit_scale(w: torch.Tensor, grid: torch.Tensor, per_channel: bool = False, candidates: int = 64) -> torch.Tensor:
+    """The scale (one, or one per slice w[c] with `per_channel`) that minimises the squared error of
+    rounding `w` to scale x grid, searched over fractions of the scale that covers max |w|; for 1 bit
+    the optimum is mean |w| and is taken. Returned with w's number of dimensions (broadcastable)."""
+    w = w.detach().double()
+    rows = w.reshape(w.shape[0], -1) if per_channel and w.dim() > 1 else w.reshape(1, -1)
+    grid = grid.double().to(w.device)
     if len(grid) == 2:
-        return float(w.abs().mean().clamp_min(1e-12))
-    top = float(w.abs().max().clamp_min(1e-12)) / float(grid.abs().max())
-    best, best_err = top, math.inf
-    for f in torch.linspace(0.2, 1.0, candidates).tolist():
-        s = top * f
-        err = float((w - s * grid.double()[round_to_grid(w, grid.double(), s)]).pow(2).sum())
-        if err < best_err:
-            best, best_err = s, err
-    return best
+        best = rows.abs().mean(1).clamp_min(1e-12)
+    else:
+        top = rows.abs().amax(1).clamp_min(1e-12) / float(grid.abs().max())
+        best, best_err = top.clone(), torch.full_like(top, float("inf"))
+        for f in torch.linspace(0.2, 1.0, candidates).tolist():
+            s = (top * f)[:, None]
+            err = (rows - s * grid[round_to_grid(rows, grid, s)]).pow(2).sum(1)
+            better = err < best_err
+            best, best_err = torch.where(better, top * f, best), torch.where(better, err, best_err)
+    shape = (-1,) + (1,) * (w.dim() - 1) if per_channel and w.dim() > 1 else (1,) * w.dim()
+    return best.reshape(shape)
 
 
-def rounding_probabilities(w: torch.Tensor, grid: torch.Tensor, scale: float) -> torch.Tensor:
+def rounding_probabilities(w: torch.Tensor, grid: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
     """[..., K]: stochastic rounding between the two levels around each entry, so E[w] = w inside the
     grid's range (entries outside it go to the end level)."""
     q = grid.to(w)
-    x = (w / scale).clamp(float(q[0]), float(q[-1]))
+    x = (w / torch.as_tensor(scale, dtype=w.dtype)).clamp(float(q[0]), float(q[-1]))
     hi = torch.searchsorted(q, x.contiguous(), right=False).clamp(1, len(q) - 1)
     lo = hi - 1
     frac = (x - q[lo]) / (q[hi] - q[lo])
@@ -60,29 +65,33 @@ def rounding_probabilities(w: torch.Tensor, grid: torch.Tensor, scale: float) ->
 
 
 class QuantizedPosterior(nn.Module):
-    """Q(w) = prod_i Categorical(softmax(logits_i)) over scale x levels."""
+    """Q(w) = prod_i Categorical(softmax(logits_i)) over scale x levels; one scale, or with
+    `per_channel` one per slice w[c] (the first dimension: a conv's output channel, a factor's first mode)."""
 
-    def __init__(self, shape: tuple[int, ...], bits: int, dtype: torch.dtype = torch.float32):
+    def __init__(self, shape: tuple[int, ...], bits: int, dtype: torch.dtype = torch.float32,
+                 per_channel: bool = False):
         super().__init__()
         self.bits = bits
         grid = levels(bits).to(dtype)
         self.register_buffer("levels", grid)
         self.logits = nn.Parameter(torch.zeros(*shape, len(grid), dtype=dtype))
-        self.log_scale = nn.Parameter(torch.zeros((), dtype=dtype))
+        scales = (shape[0],) + (1,) * (len(shape) - 1) if per_channel and len(shape) > 1 else (1,) * len(shape)
+        self.log_scale = nn.Parameter(torch.zeros(scales, dtype=dtype))
 
     @classmethod
-    def from_weight(cls, w: torch.Tensor, bits: int, floor: float = INIT_FLOOR) -> QuantizedPosterior:
+    def from_weight(cls, w: torch.Tensor, bits: int, per_channel: bool = False,
+                    floor: float = INIT_FLOOR) -> QuantizedPosterior:
         """Initialised around a trained weight: its mean is `w` (inside the grid's range), the mass on the
         two levels around each entry, every other level holding `floor`."""
         w = w.detach()
-        post = cls(tuple(w.shape), bits, w.dtype).to(w.device)
-        scale = fit_scale(w, post.levels)
+        post = cls(tuple(w.shape), bits, w.dtype, per_channel).to(w.device)
+        scale = fit_scale(w, post.levels, per_channel)
         p = rounding_probabilities(w.double(), post.levels.double(), scale)
         k = p.shape[-1]
         p = p * (1 - k * floor) + floor
         with torch.no_grad():
             post.logits.copy_(p.log().to(w.dtype))
-            post.log_scale.fill_(math.log(scale))
+            post.log_scale.copy_(scale.log().to(w.dtype))
         return post
 
     @property
@@ -115,6 +124,7 @@ class QuantizedPosterior(nn.Module):
         return self.logits.argmax(-1)
 
     def value(self, codes: torch.Tensor) -> torch.Tensor:
+        """scale x levels[codes] (for `codes` with a leading sample dimension too)."""
         return self.scale * self.levels[codes]
 
     def map(self) -> torch.Tensor:

@@ -246,7 +246,7 @@ def bqn(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, test, ct
     student and plain PTQ on the same grid before it), then leave the student holding its MAP QNN.
     Returns the report section and the integer codes to export."""
     config, e = recipe.bqn, recipe.evaluate
-    network = BayesianQuantizedNetwork(student, config.bits, config.dense)
+    network = BayesianQuantizedNetwork(student, config.bits, config.dense, config.scale == "channel")
     log.info("BQN: %d tensors, %d weights at %d bits", len(network.names), network.quantised_count(), config.bits)
     float_student, ptq = None, None
     if test is not None:
