@@ -105,7 +105,7 @@ class Propagator:
                 elif node.target == "relu":
                     env[node.name] = Gauss(*rules.relu(args[0]))
                 else:
-                    env[node.name] = _map(lambda t, *a, **k: getattr(t, node.target)(*a, **k), *args, **kwargs)
+                    env[node.name] = _map(lambda t, *a, m=node.target, **k: getattr(t, m)(*a, **k), *args, **kwargs)
             elif node.op == "output":
                 out = value(node.args)[0]
                 return out if isinstance(out, Gauss) else Gauss(out, None)

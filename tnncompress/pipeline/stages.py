@@ -80,7 +80,8 @@ def data_aware(recipe: Recipe) -> bool:
 
 def needs_training_data(recipe: Recipe) -> bool:
     """Distillation learns from the training split; every calibration step samples it."""
-    return recipe.distill.enabled or recipe.bqn.enabled or data_aware(recipe) or recipe.compress.allocate == "global" or (
+    return (recipe.distill.enabled or recipe.bqn.enabled or data_aware(recipe)
+            or recipe.compress.allocate == "global") or (
         recipe.calibrate.recalibrate_bn and recipe.data.spec is not None)
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..bayes.result import BqnReport
 from ..distill import DistillResult
 from ..evaluate import Metrics
 from ..export import FormDecision, OnnxCheck
 from ..io import read_json
 from ..schema import from_data
-from ..bayes.result import BqnReport
 from ..spectral.result import SpectralReport
 from .latency import Latency
 
