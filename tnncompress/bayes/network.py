@@ -74,18 +74,12 @@ class BayesianQuantizedNetwork(nn.Module):
     # -- predictions --------------------------------------------------------------------------------
     def analytic(self, x: torch.Tensor) -> Gauss:
         """Mean and variance of the logits, propagated (not yet divided by the temperature)."""
-        cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        quantised = set(self.names)
 
         def moments(name: str, p: torch.Tensor):
-            if name not in cache:
-                cache[name] = self.posterior(name).moments() if name in self._names_set else (p, None)
-            return cache[name]
+            return self.posterior(name).moments() if name in quantised else (p, None)
 
         return self.propagator(x, moments)
-
-    @property
-    def _names_set(self) -> set[str]:
-        return set(self.names)
 
     def weights(self, kind: str, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Concrete quantised weights: "map" or one "sample" from the posterior."""
