@@ -90,6 +90,10 @@ class BayesianQuantizedNetwork(nn.Module):
         """The student's logits with `weights` in place of its own, divided by the temperature."""
         return functional_call(self.student, weights, (x,)) / self.temperature
 
+    def with_weights(self, weights: dict[str, torch.Tensor]) -> nn.Module:
+        """A model computing `logits_with(weights, x)`, for the evaluation loop."""
+        return _WithWeights(self, weights)
+
     # -- size ---------------------------------------------------------------------------------------
     def quantised_count(self) -> int:
         return sum(self.posterior(n).logits[..., 0].numel() for n in self.names)
@@ -106,3 +110,12 @@ class BayesianQuantizedNetwork(nn.Module):
         return {"quantised_weights": quantised, "float_weights": other, "bits": self.bits,
                 "bits_per_weight": 8 * qnn / (quantised + other), "bytes": qnn, "float32_bytes": float32,
                 "ratio": float32 / qnn}
+
+
+class _WithWeights(nn.Module):
+    def __init__(self, network: BayesianQuantizedNetwork, weights: dict[str, torch.Tensor]):
+        super().__init__()
+        self.network, self.weights = network, weights
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.logits_with(self.weights, x)

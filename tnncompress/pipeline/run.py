@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from .. import progress
+from ..bayes.export import write_codes
 from ..data import DataSpec, fashion_mnist_dir, parse_spec
 from ..distill import setup as setup_processes
 from ..distill import teardown as leave_processes
@@ -112,7 +113,7 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         with clock.stage("export"):
             onnx, load_forms, as_loaded = stages.export(recipe, ws.output, loaded, student)
             if codes is not None:
-                stages.write_bqn_codes(ws.output, codes, recipe.bqn.bits)
+                write_codes(ws.output, codes, recipe.bqn.bits)
         latency = None
         if recipe.report.latency:
             with clock.stage("latency"):

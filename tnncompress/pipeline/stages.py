@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..bayes import BayesianQuantizedNetwork, Propagator, evaluate_bqn, learn_posterior
-from ..bayes.export import apply_map, write_codes
+from ..bayes.export import apply_map
 from ..bayes.result import BqnReport
 from ..calibrate import CalibrationPool, calibration_pool, parse_memory, recalibrate_bn
 from ..compress import (
@@ -255,7 +255,7 @@ def bqn(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, test, ct
                                  description="evaluating (float student)")
         with torch.no_grad():
             map_at_start = network.weights("map")
-        ptq = evaluate(_Substituted(network, map_at_start), test, batch_size=e.batch_size, device=ctx.device,
+        ptq = evaluate(network.with_weights(map_at_start), test, batch_size=e.batch_size, device=ctx.device,
                        limit=e.limit, description="evaluating (post-training quantisation)")
     checkpoints.mkdir(exist_ok=True)
     training = learn_posterior(network, loaded.model if config.targets == "teacher" else None, train, config, ctx,
@@ -274,21 +274,6 @@ def bqn(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, test, ct
                  100 * metrics.analytic.top1, config.samples, 100 * metrics.mc.top1, 100 * metrics.map.top1,
                  100 * float_student.top1, 100 * ptq.top1)
     return report, codes
-
-
-class _Substituted(nn.Module):
-    """The student with some of its parameters replaced (for one evaluation)."""
-
-    def __init__(self, network: BayesianQuantizedNetwork, weights: dict):
-        super().__init__()
-        self.network, self.weights = network, weights
-
-    def forward(self, x):
-        return torch.func.functional_call(self.network.student, self.weights, (x,))
-
-
-def write_bqn_codes(directory: Path, codes: dict, bits: int) -> None:
-    write_codes(directory, codes, bits)
 
 
 def accuracy(recipe: Recipe, loaded: LoadedModel, student: nn.Module, test: ClassificationData | None,
