@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 # the parameters of its compressed layers), fit each layer's output on a calibration pool of training
 # images (data-aware Layer-Decomp), distil it with `--kd auto` (cached Seq-KD by blocks, then E2E-KD) in a
 # 4-minute budget, evaluate before and after, export and check ONNX, and write the report to
-# demo-resnet32-mcp-auto/ (the path of report.md is printed at the end).
+# demo-resnet32-mcp-auto/ (the path of report.html is printed at the end; nothing is opened).
 demo: install
 	$(BIN)/tnncompress run $(TEACHER) --format mcp --rate 0.1 --data fashion-mnist --kd auto --kd-budget 4m \
 		--out demo-resnet32-mcp-auto --force

@@ -11,6 +11,8 @@ from rich.table import Table
 from tnncompress.pipeline import OPTIONS, resolve
 from tnncompress.pipeline import run as run_pipeline
 from tnncompress.report import RunReport
+from tnncompress.report.gates import GATE_EXIT_CODE, missed
+from tnncompress.report.html import REPORT_HTML
 from tnncompress.schema import to_data
 
 from .common import DebugOpt, JsonOpt, QuietOpt, VerboseOpt, err, handle_errors, labelled, out, start
@@ -39,7 +41,8 @@ with --resume to continue it.
 
 Writes DIR/model.safetensors + structure.json (tnncompress.load(DIR)), model.onnx, report.json,
 report.md and recipe.yaml. Exit codes: 0 done, 1 run-time failure, 2 bad input, 3 the ONNX export does
-not reproduce the model, 130 interrupted (143 SIGTERM, 129 SIGHUP).
+not reproduce the model, 4 a gate of the recipe missed (everything is written), 130 interrupted (143
+SIGTERM, 129 SIGHUP).
 """
 
 
@@ -56,6 +59,10 @@ def _run(given: dict, recipe: str | None, set_: list[str] | None, resume: bool, 
         for warning in report.warnings:
             err.print(labelled("warning:", "bold yellow", warning), highlight=False)
     session.result({"directory": str(result.directory), **to_data(report)}, lambda: _render(report, result.directory))
+    if missed(report.gates):
+        for gate in missed(report.gates):
+            err.print(labelled("gate missed:", "bold red", gate.describe()), highlight=False)
+        raise typer.Exit(GATE_EXIT_CODE)
 
 
 _EXTRA = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
@@ -103,4 +110,6 @@ def _render(report: RunReport, directory) -> None:
                   f"{errors[-1]:.4f}" + (f"; {len(skipped)} layers could not meet the rate" if skipped else ""))
     if report.onnx:
         out.print(f"ONNX check: max |onnxruntime - PyTorch| = {report.onnx.check.max_abs_error:.2g}")
-    out.print(f"written to {directory}/ (report.md for details)")
+    for gate in report.gates:
+        out.print(gate.describe())
+    out.print(f"written to {directory}/; the report: {directory / REPORT_HTML}")

@@ -13,7 +13,7 @@ from tnncompress.errors import UsageError
 from tnncompress.pipeline import Recipe, read_recipe, resolve
 from tnncompress.pipeline.recipe import mapping_values
 
-RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("**/*.yaml"))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)

@@ -1,4 +1,5 @@
-"""Architectures for state dicts: `torchvision:<name>`, `tnncompress:<name>`, `package.module:factory`.
+"""Architectures for state dicts: `torchvision:<name>`, `tnncompress:<name>`, `timm:<name>` (with the
+timm extra), `package.module:factory`.
 
 A state dict carries no architecture, so it is rebuilt from a named constructor and the state dict is
 loaded strictly. The number of classes (and, for our zoo, input channels) is read off the state dict's
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import warnings
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -20,11 +22,14 @@ from torch import nn
 
 from .. import models as zoo
 from ..errors import CheckpointError, UntrustedCheckpointError, UsageError, brief, opt
+from . import timm_models
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ArchSpec:
-    source: str  # "torchvision" | "tnncompress" | "python"
+    source: str  # "torchvision" | "tnncompress" | "timm" | "python"
     name: str
 
     def __str__(self) -> str:
@@ -37,7 +42,8 @@ def parse_arch(text: str, origin: str = opt("arch")) -> ArchSpec:
         raise UsageError(f"{origin} {brief(text)}: an architecture is a string")
     source, sep, name = text.strip().partition(":")
     if not sep or not source or not name:
-        raise UsageError(f"{origin} {brief(text)}: use torchvision:NAME, tnncompress:NAME or package.module:factory")
+        raise UsageError(f"{origin} {brief(text)}: use torchvision:NAME, tnncompress:NAME, timm:NAME or "
+                         "package.module:factory")
     if source == "torchvision":
         if name not in _torchvision_names():
             raise UsageError(f"{origin} {brief(text)}: torchvision has no classification model {brief(name)}")
@@ -46,6 +52,9 @@ def parse_arch(text: str, origin: str = opt("arch")) -> ArchSpec:
         if name not in zoo.list_models():
             raise UsageError(f"{origin} {brief(text)}: unknown zoo model; known: {', '.join(zoo.list_models())}")
         return ArchSpec("tnncompress", name)
+    if source == "timm":
+        timm_models.check_name(name, f"{origin} {brief(text)}")
+        return ArchSpec("timm", name)
     return ArchSpec("python", text.strip())
 
 
@@ -57,11 +66,11 @@ def arch_from_file(text: str, origin: str, trust: bool, allow: str) -> ArchSpec:
     if spec.source == "python" and not trust:
         raise UntrustedCheckpointError(
             f"{origin} names the architecture {brief(text)}, which is code to import and call, not a "
-            f"torchvision: or tnncompress: name; {allow}")
+            f"torchvision:, tnncompress: or timm: name; {allow}")
     return spec
 
 
-ARCH_KWARGS = ("num_classes", "in_channels")  # the constructor arguments a file may set
+ARCH_KWARGS = ("num_classes", "in_channels", "in_chans")  # the constructor arguments a file may set
 
 
 def check_arch_kwargs(spec: ArchSpec, kwargs: object, origin: str) -> dict:
@@ -92,6 +101,8 @@ def _constructor(spec: ArchSpec):
         return tvm.get_model_builder(spec.name)
     if spec.source == "tnncompress":
         return zoo.get_entry(spec.name).factory
+    if spec.source == "timm":
+        return timm_models.constructor(spec.name)
     module_name, _, attr = spec.name.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -142,8 +153,8 @@ def _kwargs_from_state(spec: ArchSpec, fn, state: dict[str, torch.Tensor]) -> di
     first, last = _first_last(default)
     if last and f"{last}.weight" in state and _accepts(fn, "num_classes"):
         kwargs["num_classes"] = int(state[f"{last}.weight"].shape[0])
-    if spec.source == "tnncompress" and first and f"{first}.weight" in state:
-        kwargs["in_channels"] = int(state[f"{first}.weight"].shape[1])
+    if spec.source in ("tnncompress", "timm") and first and f"{first}.weight" in state:
+        kwargs["in_channels" if spec.source == "tnncompress" else "in_chans"] = int(state[f"{first}.weight"].shape[1])
     return kwargs
 
 
@@ -223,10 +234,21 @@ def _meta_fits(spec: ArchSpec, state: dict[str, torch.Tensor]) -> bool:
 
 
 def detect_arch(state: dict[str, torch.Tensor]) -> list[ArchSpec]:
-    """Every known architecture the state dict fits exactly (keys and shapes)."""
+    """Every known architecture the state dict fits exactly (keys and shapes); timm's (when installed)
+    only when no other fits."""
     keys = set(state)
+    matches = _matches(candidate_specs(), state, keys)
+    if not matches and timm_models.available():
+        names = timm_models.candidates(keys)
+        log.info("no torchvision or tnncompress model fits; trying %d timm models (--arch timm:NAME skips this)",
+                 len(names))
+        matches = _matches([ArchSpec("timm", n) for n in names], state, keys)
+    return matches
+
+
+def _matches(specs: list[ArchSpec], state: dict[str, torch.Tensor], keys: set[str]) -> list[ArchSpec]:
     matches = []
-    for spec in candidate_specs():
+    for spec in specs:
         signature = _key_signature(spec)
         if signature is None or not signature <= keys:  # cheap filter before comparing shapes
             continue
@@ -268,7 +290,8 @@ def resolve_arch(arch: str | None, state: dict[str, torch.Tensor], metadata: dic
     if len(matches) == 1:
         return matches[0], f"detected from the state dict's keys and shapes: {matches[0]}"
     if not matches:
+        timm = " and no timm model" if timm_models.available() else ""
         raise CheckpointError("could not detect the architecture: the state dict matches no torchvision "
-                              f"classification model and no tnncompress model; pass {opt('arch')}")
+                              f"classification model and no tnncompress model{timm}; pass {opt('arch')}")
     raise CheckpointError("the state dict fits several architectures: "
                           + ", ".join(map(str, matches)) + f"; pass {opt('arch')} to choose")

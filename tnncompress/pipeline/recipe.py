@@ -26,13 +26,14 @@ from ..export import ExportConfig
 from ..io import ModelConfig, parse_yaml, read_yaml
 from ..options import OptionSet, Section, option
 from ..report import ReportConfig
+from ..report.gates import GatesConfig, check_measurable
 from ..schema import to_data
 from ..spectral.config import SpectralConfig
 
 RECIPE_VERSION = 2
 READS = (1, 2)  # the versions this tnncompress reads
 STAGES = (ModelConfig, DataConfig, EvaluateConfig, CalibrateConfig, CompressConfig, DistillConfig, SpectralConfig,
-          BqnConfig, ExportConfig, ReportConfig)
+          BqnConfig, ExportConfig, ReportConfig, GatesConfig)
 
 
 class Recipe(Section, title="Run"):
@@ -51,6 +52,7 @@ class Recipe(Section, title="Run"):
     bqn: BqnConfig = field(default_factory=BqnConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    gates: GatesConfig = field(default_factory=GatesConfig)
 
     @classmethod
     def of(cls, **values) -> Recipe:
@@ -81,6 +83,8 @@ class Recipe(Section, title="Run"):
         if self.bqn.enabled and self.spectral.orthogonal:
             raise UsageError(f"{opt('bqn_bits')} quantises compressed layers' factors; {opt('spectral')} orthogonal "
                              "compresses nothing")
+        check_measurable(self.gates, self.data.spec is not None, self.report.latency, self.report.latency_batches,
+                         self.export.onnx)
 
     def to_data(self) -> dict:
         return {"version": RECIPE_VERSION, **to_data(self)}

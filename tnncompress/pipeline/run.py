@@ -25,6 +25,7 @@ from ..env import resolve_device
 from ..errors import UsageError, opt
 from ..io import check_file
 from ..report import RunReport, build_report, layer_rows, write_report
+from ..report.gates import judge
 from ..spectral.replace import densify
 from ..timing import Stopwatch
 from . import stages
@@ -132,6 +133,7 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         report.load_forms = load_forms
         report.spectral = spectral
         report.bqn = bqn
+        report.gates = judge(recipe.gates, report)
         write_report(ws.output, report)
         (ws.output / RECIPE_FILE).write_text(recipe.to_yaml())
     return RunResult(out, report, student)
@@ -166,8 +168,8 @@ def _output_estimate(recipe: Recipe) -> int:
 def _check_resumable(ws: Workspace, recipe: Recipe, resume: bool) -> None:
     """A resumed run must compute what the interrupted one computed: refuse other options."""
     if resume and ws.recipe.is_file():
-        before = _comparable(Recipe.from_values(read_recipe(ws.recipe)))
-        now = _comparable(recipe)
+        before = comparable(Recipe.from_values(read_recipe(ws.recipe)))
+        now = comparable(recipe)
         changed = sorted(k for k, v in now.items() if before.get(k, v) != v)
         if changed:
             raise UsageError(f"{opt('resume')}: the interrupted run in {ws.root} used other values of "
@@ -177,7 +179,7 @@ def _check_resumable(ws: Workspace, recipe: Recipe, resume: bool) -> None:
     ws.recipe.write_text(recipe.to_yaml())
 
 
-def _comparable(recipe: Recipe) -> dict[str, object]:
+def comparable(recipe: Recipe) -> dict[str, object]:
     """What a resumed run must share with the interrupted one: every option that changes what is computed,
     with paths made absolute (`--out o` and `--out $PWD/o` are the same run)."""
     values = {o.dotted: v for o, v in zip(OPTIONS.options, recipe.values().values(), strict=True)

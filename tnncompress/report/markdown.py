@@ -69,6 +69,14 @@ def render_markdown(report: RunReport) -> str:
     if acc.original is not None and acc.compressed is not None:
         lines.append(f"| top-1 accuracy ({acc.data}, {acc.samples} samples) | {_pct(acc.original.top1)} | "
                      f"{_pct(acc.compressed.top1)} | |")
+    if report.gates:
+        lines += ["", "## Gates", "", "| gate | measured | limit | result |", "|---|---:|---:|---|"]
+        for g in report.gates:
+            measured = "not measured" if g.measured is None else f"{g.measured:.4g}"
+            relation = "<=" if g.name.startswith("max") else ">="
+            what = g.what.replace("|", "\\|")
+            lines.append(f"| {g.name} ({what}) | {measured} | {relation} {g.limit:g} | "
+                         f"{'passed' if g.passed else '**missed**'} |")
     if report.stages:
         lines += ["", "## Stages", "", "Accuracy after each stage before distillation, on the curve's test samples; "
                   "seconds are the stage's own (wall clock, and CPU time of all threads)."

@@ -13,6 +13,7 @@ from ..export import FormDecision, OnnxCheck
 from ..io import read_json
 from ..schema import from_data
 from ..spectral.result import SpectralReport
+from .gates import GateResult
 from .latency import Latency
 
 REPORT_SCHEMA = 3
@@ -130,6 +131,7 @@ class RunReport:
     latency: Latency | None = None
     spectral: SpectralReport | None = None
     bqn: BqnReport | None = None
+    gates: list[GateResult] = field(default_factory=list)  # the recipe's gates against what was measured
     layers_compressed: int = 0
 
     def __post_init__(self) -> None:

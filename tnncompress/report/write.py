@@ -1,4 +1,4 @@
-"""The one place a report becomes files: report.json (the records as plain data) and report.md."""
+"""The one place a report becomes files: report.json (the records as plain data), report.md and report.html."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..schema import to_data
+from .html import REPORT_HTML, report_html
 from .markdown import render_markdown
 from .model import RunReport
 
@@ -14,4 +15,10 @@ REPORT_JSON, REPORT_MD = "report.json", "report.md"
 
 def write_report(directory: Path, report: RunReport) -> None:
     (directory / REPORT_JSON).write_text(json.dumps(to_data(report), indent=2) + "\n")
+    write_pages(directory, report)
+
+
+def write_pages(directory: Path, report: RunReport) -> None:
+    """report.md and report.html, which are made from report.json's records alone."""
     (directory / REPORT_MD).write_text(render_markdown(report))
+    (directory / REPORT_HTML).write_text(report_html(report), encoding="utf-8")
