@@ -25,7 +25,9 @@ SPECS = OPTIONS.options
 cli_run = importlib.import_module("tnncompress.cli.run_cmd")
 
 
-FORMATTED = {"kd_budget": "90s", "cache_memory": "2G", "spectral": "clip:2"}  # strings with a syntax of their own
+# strings with a syntax of their own
+FORMATTED = {"kd_budget": "90s", "cache_memory": "2G", "spectral": "clip:2", "gate_min_speedup": "1.5@pytorch_cpu:1"}
+NEED_DATA = ("kd", "bqn_bits", "gate_max_accuracy_drop")
 
 
 def _sample(spec):
@@ -81,7 +83,7 @@ def test_every_option_reaches_the_recipe_from_every_surface(spec, captured, tmp_
     # the command line
     base = [] if spec.argument else ["model.pt"]
     extra = ["--rate", "0.1"] if spec.flat != "rate" else []
-    extra += ["--data", "fashion-mnist"] if spec.flat in ("kd", "bqn_bits") else []
+    extra += ["--data", "fashion-mnist"] if spec.flat in NEED_DATA else []
     result = runner.invoke(app, ["run", *base, *extra, *_cli_args(spec, value)])
     assert result.exit_code == 0, result.output
     assert captured[-1].values()[spec.dotted] == value
@@ -91,12 +93,12 @@ def test_every_option_reaches_the_recipe_from_every_surface(spec, captured, tmp_
         recipe_file.write_text(yaml.safe_dump({"version": 2, **doc}))
         given = {"checkpoint": "model.pt"} if spec.flat != "checkpoint" else {}
         given |= {"rate": 0.1} if spec.flat != "rate" else {}
-        given |= {"data": "fashion-mnist"} if spec.flat in ("kd", "bqn_bits") else {}
+        given |= {"data": "fashion-mnist"} if spec.flat in NEED_DATA else {}
         assert resolve(str(recipe_file), given, []).values()[spec.dotted] == value
     # --set, dotted and flat
     for key in (spec.dotted, spec.flat):
         text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-        overrides = [f"{key}={text}"] + (["data=fashion-mnist"] if spec.flat in ("kd", "bqn_bits") else [])
+        overrides = [f"{key}={text}"] + (["data=fashion-mnist"] if spec.flat in NEED_DATA else [])
         checkpoint = {} if spec.flat == "checkpoint" else {"checkpoint": "model.pt"}
         recipe = resolve(None, {**checkpoint, **({"rate": 0.1} if spec.flat != "rate" else {})}, overrides)
         assert recipe.values()[spec.dotted] == value, key
