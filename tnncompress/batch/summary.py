@@ -80,9 +80,7 @@ def markdown(outcomes: list[Outcome], command: str, not_run: list[str] = ()) -> 
         lines += ["", "## Gates", "", "| run | gate | measured | limit | result |", "|---|---|---:|---:|---|"]
         for o in gated:
             for g in o.gates:
-                measured = "not measured" if g.measured is None else f"{g.measured:.4g}"
-                relation = "<=" if g.name.startswith("max") else ">="
-                lines.append(f"| {o.name} | {g.name} | {measured} | {relation} {g.limit:g} | "
+                lines.append(f"| {o.name} | {g.name} | {g.measured_text} | {g.relation} {g.limit:g} | "
                              f"{'passed' if g.passed else '**missed**'} |")
     problems = [o for o in outcomes if o.message]
     if problems:

@@ -63,12 +63,19 @@ class GateResult:
     passed: bool
     what: str  # the measured quantity in words, with its unit
 
+    @property
+    def relation(self) -> str:
+        return "<=" if self.name.startswith("max") else ">="
+
+    @property
+    def measured_text(self) -> str:
+        return "not measured" if self.measured is None else f"{self.measured:.4g}"
+
     def describe(self) -> str:
         if self.measured is None:
             return f"{self.name}: {self.what} was not measured"
-        relation = "<=" if self.name.startswith("max") else ">="
         verdict = "passed" if self.passed else "MISSED"
-        return f"{self.name}: {self.what} {self.measured:.4g} (limit {relation} {self.limit:g}) {verdict}"
+        return f"{self.name}: {self.what} {self.measured_text} (limit {self.relation} {self.limit:g}) {verdict}"
 
 
 def check_measurable(gates: GatesConfig, has_data: bool, latency: bool, batches: list[int], onnx: bool) -> None:

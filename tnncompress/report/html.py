@@ -81,8 +81,7 @@ def _page(title: str, body: list[str]) -> str:
 def _gates(gates) -> list[str]:
     if not gates:
         return []
-    rows = [[g.name, g.what, "not measured" if g.measured is None else f"{g.measured:.4g}",
-             f"{'<=' if g.name.startswith('max') else '>='} {g.limit:g}", "passed" if g.passed else "missed"]
+    rows = [[g.name, g.what, g.measured_text, f"{g.relation} {g.limit:g}", "passed" if g.passed else "missed"]
             for g in gates]
     return ["<h2>Gates</h2>", _table(["gate", "quantity", "measured", "limit", "result"], rows, 2)
             .replace("<td>missed</td>", '<td class="missed">missed</td>')]
@@ -213,8 +212,7 @@ def summary_html(outcomes, doc: dict, directory: Path) -> str:
     body += ["<h2>Runs</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in (
         "run", "status", "format", "rate", "top-1 original", "top-1", "seconds", "why")) + "</tr>" + "".join(rows)
         + "</table>"]
-    gate_rows = [[o.name, g.name, "not measured" if g.measured is None else f"{g.measured:.4g}",
-                  f"{'<=' if g.name.startswith('max') else '>='} {g.limit:g}", "passed" if g.passed else "missed"]
+    gate_rows = [[o.name, g.name, g.measured_text, f"{g.relation} {g.limit:g}", "passed" if g.passed else "missed"]
                  for o in outcomes for g in o.gates]
     if gate_rows:
         body += ["<h2>Gates</h2>", _table(["run", "gate", "measured", "limit", "result"], gate_rows, 2)

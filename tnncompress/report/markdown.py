@@ -72,10 +72,8 @@ def render_markdown(report: RunReport) -> str:
     if report.gates:
         lines += ["", "## Gates", "", "| gate | measured | limit | result |", "|---|---:|---:|---|"]
         for g in report.gates:
-            measured = "not measured" if g.measured is None else f"{g.measured:.4g}"
-            relation = "<=" if g.name.startswith("max") else ">="
             what = g.what.replace("|", "\\|")
-            lines.append(f"| {g.name} ({what}) | {measured} | {relation} {g.limit:g} | "
+            lines.append(f"| {g.name} ({what}) | {g.measured_text} | {g.relation} {g.limit:g} | "
                          f"{'passed' if g.passed else '**missed**'} |")
     if report.stages:
         lines += ["", "## Stages", "", "Accuracy after each stage before distillation, on the curve's test samples; "
