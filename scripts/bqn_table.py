@@ -16,6 +16,8 @@ Per bit width, on the full Fashion-MNIST test set (top-1, NLL, ECE):
   ours costs no training, which is the fair comparison for a post-training tool;
 - BQN analytic (NLL: the Theorem 5.2 bound), MC (S = 5) and MAP, after `--steps` updates of the ELBO
   (the `run --bqn-bits` stage's code: tnncompress.bayes).
+With `--recalibrate N`, every concrete QNN (PTQ, each E-QNN member, each MC sample, the MAP) has its
+batch norms re-estimated on N training images first, as `run` does for what it exports.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tnncompress import load  # noqa: E402
 from tnncompress.bayes import BayesianQuantizedNetwork, BqnConfig, evaluate_bqn, learn_posterior  # noqa: E402
 from tnncompress.bayes.posterior import rounding_probabilities  # noqa: E402
+from tnncompress.calibrate import calibration_pool  # noqa: E402
 from tnncompress.data import load_data  # noqa: E402
 from tnncompress.distill import Context  # noqa: E402
 from tnncompress.io import load_model  # noqa: E402
@@ -63,13 +66,15 @@ def stochastic_rounding(bqn: BayesianQuantizedNetwork) -> BayesianQuantizedNetwo
 def row(bits: int, args, student, train, test) -> dict:
     bqn = BayesianQuantizedNetwork(copy.deepcopy(student), bits, args.dense, args.scale == "channel")
     limit = args.limit
-    start = evaluate_bqn(bqn, test, args.samples, limit=limit)
-    eqnn = evaluate_bqn(stochastic_rounding(bqn), test, 5, limit=limit).mc
-    config = BqnConfig(bits=bits, steps=args.steps, lr=args.lr, lam=args.lam, batch_size=args.batch)
+    pool = calibration_pool(train, args.recalibrate, 0) if args.recalibrate else None
+    start = evaluate_bqn(bqn, test, args.samples, limit=limit, pool=pool)
+    eqnn = evaluate_bqn(stochastic_rounding(bqn), test, 5, limit=limit, pool=pool).mc
+    config = BqnConfig(bits=bits, steps=args.steps, lr=args.lr, lam=args.lam, batch_size=args.batch,
+                       sharpen=args.sharpen)
     t0 = time.perf_counter()
     training = learn_posterior(bqn, None, train, config, Context(), seed=0)
     seconds = time.perf_counter() - t0
-    end = evaluate_bqn(bqn, test, args.samples, limit=limit)
+    end = evaluate_bqn(bqn, test, args.samples, limit=limit, pool=pool)
     return {"bits": bits, "ptq": to_data(start.map), "eqnn5": to_data(eqnn), "analytic": to_data(end.analytic),
             "mc": to_data(end.mc), "map": to_data(end.map), "size": bqn.size(), "training": training,
             "seconds_per_step": seconds / max(training["steps"], 1)}
@@ -100,6 +105,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-2)
     ap.add_argument("--lam", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--sharpen", type=float, default=100.0, help="run --bqn-sharpen")
+    ap.add_argument("--recalibrate", type=int, default=0,
+                    help="training images on which each concrete QNN's batch norms are re-estimated (PTQ, "
+                         "E-QNN members, MC samples, MAP alike; run --bqn-recalibrate)")
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--limit", type=int, default=None, help="test samples (default: all)")
     ap.add_argument("--out", type=Path, required=True)

@@ -20,20 +20,23 @@ FAST = ["--no-latency", "--deploy-form", "flops", "--load-form", "factors", "-q"
 def test_bqn_learns_evaluates_and_exports_the_map_qnn(tmp_path, small_cnn_checkpoint):
     out = tmp_path / "out"
     r = runner.invoke(app, ["run", str(small_cnn_checkpoint), "--format", "tk", "--rate", "0.2", "--bqn-bits", "2",
-                            "--bqn-steps", "6", "--bqn-batch-size", "32", "--bqn-samples", "2", "--out", str(out),
+                            "--bqn-steps", "6", "--bqn-batch-size", "32", "--bqn-samples", "2", "--bqn-sharpen", "50",
+                            "--bqn-recalibrate", "64", "--out", str(out),
                             *FAST])
     assert r.exit_code == 0, r.output
     report = read_report(out / "report.json")
     b = report.bqn
     assert b.bits == 2 and b.training["steps"] == 6 and b.tensors
+    assert b.sharpen == 50 and b.recalibrated == 64
     assert all(name.split(".factors.")[0] in {row.name for row in report.layers if row.status == "compressed"}
                for name in b.tensors)
     for m in (b.float_student, b.ptq, b.analytic, b.mc, b.map):
         assert m.samples == 200 and 0 <= m.top1 <= 1 and m.nll > 0
-    # the exported model is the MAP QNN: its accuracy is the compressed model's
+    # the exported model is the MAP QNN (its norms re-estimated as evaluated): its accuracy is the compressed model's
     assert b.map.top1 == report.accuracy.compressed.top1
     assert b.size["bytes"] < b.size["float32_bytes"]
-    assert "Bayesian quantized network" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "Bayesian quantized network" in md and "re-estimated on 64 pool images" in md
     # the codes reload bit for bit into what model.safetensors holds, every value a level x the scale
     model = load(out, form="factors")
     params = dict(model.named_parameters())

@@ -20,6 +20,13 @@ class BqnConfig(Section, name="bqn", title="Bayesian quantized network (BQN)", p
                        above=0)
     lam: float = option(1e-3, "Weight lambda of the KL to the uniform prior (1: the ELBO; the reference uses "
                               "1e-3).", minimum=0)
+    sharpen: float = option(100.0, "Anneal the categoricals' temperature from 1 to 1/SHARPEN over the updates "
+                                   "(geometrically), so the posterior ends concentrated and the exported MAP QNN "
+                                   "is the network the bound was fitted to; 1: no annealing.", minimum=1)
+    recalibrate: int = option(0, "Calibration-pool images on which every concrete QNN (the exported MAP, each "
+                                 "Monte Carlo sample, the PTQ baseline) gets its batch-norm statistics "
+                                 "re-estimated; 0 keeps the float student's (what the posterior was fitted "
+                                 "with). Helps an untrained posterior (--bqn-steps 0) at 1-2 bits.", minimum=0)
     targets: str = option("labels", "What the bound fits: the labels, or the teacher's softmax (soft targets).",
                           choices=TARGETS)
     batch_size: int = option(128, "Training batch.", minimum=1)

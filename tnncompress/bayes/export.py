@@ -11,22 +11,23 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .network import BayesianQuantizedNetwork
+from ..calibrate import CalibrationPool
+from .network import BayesianQuantizedNetwork, load_quantised
 
 CODES_FILE = "bqn.safetensors"
 
 
 @torch.no_grad()
-def apply_map(bqn: BayesianQuantizedNetwork) -> dict[str, torch.Tensor]:
-    """Write the MAP weights into the student in place; returns the tensors of `bqn.safetensors`."""
-    params = dict(bqn.student.named_parameters())
+def apply_map(bqn: BayesianQuantizedNetwork, pool: CalibrationPool | None = None) -> dict[str, torch.Tensor]:
+    """Write the MAP weights into the student in place (its norms re-estimated on `pool`, as the MAP
+    evaluation does); returns the tensors of `bqn.safetensors`."""
+    load_quantised(bqn.student, bqn.weights("map"), pool)
     tensors = {}
     for name in bqn.names:
         post = bqn.posterior(name)
         codes = post.codes()
         scale = post.scale.detach().float()
         levels = post.levels.float()
-        params[name].copy_((scale * levels[codes]).to(params[name].dtype))
         tensors[f"{name}.codes"] = codes.to(torch.uint8).cpu().contiguous()
         tensors[f"{name}.levels"] = levels.cpu().contiguous()
         tensors[f"{name}.scale"] = scale.cpu().contiguous()  # one, or one per channel: broadcasts

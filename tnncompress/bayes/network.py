@@ -10,12 +10,14 @@ stay float and are trained alongside the posteriors.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
+from ..calibrate import CalibrationPool, recalibrate_bn
 from ..errors import UsageError, opt
 from ..formats import TensorizedLayer
 from .posterior import QuantizedPosterior
@@ -90,9 +92,12 @@ class BayesianQuantizedNetwork(nn.Module):
         """The student's logits with `weights` in place of its own, divided by the temperature."""
         return functional_call(self.student, weights, (x,)) / self.temperature
 
-    def with_weights(self, weights: dict[str, torch.Tensor]) -> nn.Module:
-        """A model computing `logits_with(weights, x)`, for the evaluation loop."""
-        return _WithWeights(self, weights)
+    def qnn(self, weights: dict[str, torch.Tensor], pool: CalibrationPool | None = None) -> nn.Module:
+        """A concrete QNN: a copy of the student holding `weights` (see `load_quantised`), computing the
+        logits divided by the temperature."""
+        model = copy.deepcopy(self.student)
+        load_quantised(model, weights, pool)
+        return _Tempered(model, self.temperature.detach())
 
     # -- size ---------------------------------------------------------------------------------------
     def quantised_count(self) -> int:
@@ -112,10 +117,23 @@ class BayesianQuantizedNetwork(nn.Module):
                 "ratio": float32 / qnn}
 
 
-class _WithWeights(nn.Module):
-    def __init__(self, network: BayesianQuantizedNetwork, weights: dict[str, torch.Tensor]):
+@torch.no_grad()
+def load_quantised(model: nn.Module, weights: dict[str, torch.Tensor], pool: CalibrationPool | None) -> None:
+    """Put the quantised `weights` into `model` in place. With a `pool`, its batch norms' statistics are
+    re-estimated on it: rounding shifts every layer's output distribution away from the one the float
+    student's running statistics describe, and at 1-2 bits that shift alone costs most of the accuracy."""
+    params = dict(model.named_parameters())
+    for name, w in weights.items():
+        params[name].copy_(w.to(params[name].dtype))
+    if pool is not None and len(pool):
+        recalibrate_bn(model, pool)
+
+
+class _Tempered(nn.Module):
+    def __init__(self, model: nn.Module, temperature: torch.Tensor):
         super().__init__()
-        self.network, self.weights = network, weights
+        self.model = model.eval()
+        self.register_buffer("temperature", temperature.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network.logits_with(self.weights, x)
+        return self.model(x) / self.temperature

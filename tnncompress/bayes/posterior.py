@@ -77,6 +77,10 @@ class QuantizedPosterior(nn.Module):
         self.logits = nn.Parameter(torch.zeros(*shape, len(grid), dtype=dtype))
         scales = (shape[0],) + (1,) * (len(shape) - 1) if per_channel and len(shape) > 1 else (1,) * len(shape)
         self.log_scale = nn.Parameter(torch.zeros(scales, dtype=dtype))
+        # 1 / the temperature of the categoricals: Q_i = softmax(sharpness x logits_i). Training anneals it
+        # upwards so the posterior ends concentrated and the exported MAP QNN is the network the bound was
+        # fitted to; argmax (the MAP codes) does not depend on it. Set from the step, so not persisted.
+        self.register_buffer("sharpness", torch.ones((), dtype=dtype), persistent=False)
 
     @classmethod
     def from_weight(cls, w: torch.Tensor, bits: int, per_channel: bool = False,
@@ -98,8 +102,11 @@ class QuantizedPosterior(nn.Module):
     def scale(self) -> torch.Tensor:
         return self.log_scale.exp()
 
+    def log_probs(self) -> torch.Tensor:
+        return (self.logits * self.sharpness).log_softmax(-1)
+
     def probs(self) -> torch.Tensor:
-        return self.logits.softmax(-1)
+        return self.log_probs().exp()
 
     def moments(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(E[w], Var[w]) per entry."""
@@ -112,7 +119,7 @@ class QuantizedPosterior(nn.Module):
 
     def entropy(self) -> torch.Tensor:
         """The summed entropy of the entries' categoricals (nats)."""
-        logp = self.logits.log_softmax(-1)
+        logp = self.log_probs()
         return -(logp.exp() * logp).sum()
 
     def kl_uniform(self) -> torch.Tensor:

@@ -24,5 +24,7 @@ class BqnReport:
     mc: Metrics | None = None
     map: Metrics | None = None
     samples: int = 5  # S of the Monte Carlo evaluation
+    sharpen: float = 1.0  # the categoricals' temperature went from 1 to 1/sharpen over the updates
+    recalibrated: int = 0  # pool images each concrete QNN's batch norms were re-estimated on (0: not)
     codes_file: str = "bqn.safetensors"
     notes: list[str] = field(default_factory=list)

@@ -3,7 +3,9 @@
 checkpoints every epoch, resume, progress bars).
 
 Only the posteriors (logits and scales) and the softmax temperature learn; the student's float
-parameters stay as distilled. With `targets="teacher"` the bound is taken against the teacher's softmax.
+parameters stay as distilled. The categoricals' own temperature is annealed from 1 to 1/`sharpen` (geometric in the
+step, so a resumed run recomputes it): early updates move probability between levels freely, the last
+ones fit the bound to an almost deterministic network, the MAP QNN that is exported. With `targets="teacher"` the bound is taken against the teacher's softmax.
 """
 
 from __future__ import annotations
@@ -47,7 +49,12 @@ def learn_posterior(bqn: BayesianQuantizedNetwork, teacher: nn.Module | None, tr
     params = [p for p in bqn.posteriors.parameters()] + [bqn.log_temperature]
     posteriors = list(bqn.posteriors.values())
 
+    def sharpen(step: int) -> None:
+        for post in posteriors:
+            post.sharpness.fill_(config.sharpen ** (step / steps))
+
     def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        sharpen(state.step)
         targets = y
         if config.targets == "teacher":
             with torch.no_grad():
@@ -74,6 +81,7 @@ def learn_posterior(bqn: BayesianQuantizedNetwork, teacher: nn.Module | None, tr
     with training_progress() as progress:
         own = progress.task(phase.name, steps, config.batch_size, completed=state.step)
         state = train_phase(phase, stream, loop, ctx, state, save, own, events)
+    sharpen(state.step)  # the posterior as learned: what is evaluated and exported
     with torch.no_grad():
         kl = float(kl_to_uniform(posteriors).detach())
     return {"steps": state.step, "first_loss": state.first_loss, "mean_loss": state.loss_sum / max(state.step, 1),

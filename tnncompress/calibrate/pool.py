@@ -28,6 +28,12 @@ class CalibrationPool:
         for start in range(0, len(self), batch_size):
             yield self.images[start:start + batch_size].to(device)
 
+    def head(self, samples: int) -> CalibrationPool:
+        """The first `samples` images (the pool is already a random sample)."""
+        if samples >= len(self):
+            return self
+        return CalibrationPool(self.images[:samples], self.labels[:samples], f"{samples} of the {self.source}")
+
     def describe(self) -> dict:
         return {"samples": len(self), "source": self.source, "input_size": list(self.images.shape[1:])}
 

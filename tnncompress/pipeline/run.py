@@ -108,7 +108,8 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         bqn, codes = None, None
         if recipe.bqn.enabled:  # rank 0 alone (under torchrun the others have finished)
             with clock.stage("bqn"):
-                bqn, codes = stages.bqn(recipe, loaded, student, train, test, ctx, ws.checkpoints, resume)
+                bqn, codes = stages.bqn(recipe, loaded, student, train, test, ctx, ws.checkpoints, resume,
+                                         pool)
         with clock.stage("evaluate"):
             accuracy = stages.accuracy(recipe, loaded, student, test, ctx, points[0])
         with clock.stage("export"):

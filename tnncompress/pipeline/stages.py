@@ -242,20 +242,21 @@ def check_bqn(loaded: LoadedModel) -> None:
 
 
 def bqn(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, test, ctx: Context, checkpoints: Path,
-        resume: bool) -> tuple[BqnReport, dict]:
+        resume: bool, pool: CalibrationPool | None) -> tuple[BqnReport, dict]:
     """Learn the quantized posterior over the student's factors, evaluate it three ways (and the float
     student and plain PTQ on the same grid before it), then leave the student holding its MAP QNN.
     Returns the report section and the integer codes to export."""
     config, e = recipe.bqn, recipe.evaluate
     network = BayesianQuantizedNetwork(student, config.bits, config.dense, config.scale == "channel")
     log.info("BQN: %d tensors, %d weights at %d bits", len(network.names), network.quantised_count(), config.bits)
+    norms = pool.head(config.recalibrate) if pool is not None and config.recalibrate else None
     float_student, ptq = None, None
     if test is not None:
         float_student = evaluate(student, test, batch_size=e.batch_size, device=ctx.device, limit=e.limit,
                                  description="evaluating (float student)")
         with torch.no_grad():
             map_at_start = network.weights("map")
-        ptq = evaluate(network.with_weights(map_at_start), test, batch_size=e.batch_size, device=ctx.device,
+        ptq = evaluate(network.qnn(map_at_start, norms), test, batch_size=e.batch_size, device=ctx.device,
                        limit=e.limit, description="evaluating (post-training quantisation)")
     checkpoints.mkdir(exist_ok=True)
     training = learn_posterior(network, loaded.model if config.targets == "teacher" else None, train, config, ctx,
@@ -263,11 +264,13 @@ def bqn(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, test, ct
                                resume=resume)
     metrics = None
     if test is not None:
-        metrics = evaluate_bqn(network, test, config.samples, e.batch_size, e.limit, ctx.device, recipe.seed)
+        metrics = evaluate_bqn(network, test, config.samples, e.batch_size, e.limit, ctx.device, recipe.seed,
+                               norms)
     report = BqnReport(config.bits, config.dense, config.lam, config.targets, list(network.names), network.size(),
                        training, float_student, ptq, metrics.analytic if metrics else None,
-                       metrics.mc if metrics else None, metrics.map if metrics else None, config.samples)
-    codes = apply_map(network)
+                       metrics.mc if metrics else None, metrics.map if metrics else None, config.samples,
+                       config.sharpen, len(norms) if norms is not None else 0)
+    codes = apply_map(network, norms)
     network.cpu(), loaded.model.cpu()
     if metrics is not None:
         log.info("BQN %d bit: analytic %.2f%%, MC(S=%d) %.2f%%, MAP %.2f%% (float %.2f%%, PTQ %.2f%%)", config.bits,

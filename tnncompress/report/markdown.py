@@ -166,7 +166,10 @@ def _bqn(b) -> list[str]:
              f"{b.bits}-bit categorical posterior over {size['quantised_weights']:,} weights in {len(b.tensors)} "
              f"tensors ({which}); lambda "
              f"{b.lam:g}, targets {b.targets}; {t['steps']} updates in {t['seconds']:.0f} s, final KL to the uniform "
-             f"prior {t['kl']:.4g} nats, temperature {t['temperature']:.3f}.",
+             f"prior {t['kl']:.4g} nats, temperature {t['temperature']:.3f}"
+             + (f", categoricals annealed to temperature 1/{b.sharpen:g}" if b.sharpen != 1 else "") + ". "
+             + (f"Every concrete QNN's batch norms re-estimated on {b.recalibrated:,} pool images."
+                if b.recalibrated else "Concrete QNNs keep the float student's batch-norm statistics."),
              f"MAP QNN: {size['bytes']:,} bytes ({size['bits_per_weight']:.2f} bits per weight over all weights) "
              f"against {size['float32_bytes']:,} in float32 ({size['ratio']:.2f}x smaller); codes in "
              f"`{b.codes_file}`.", ""]
