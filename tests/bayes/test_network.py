@@ -165,3 +165,23 @@ def test_size_counts_bits_and_the_float_rest():
     size = bqn.size()
     assert size["quantised_weights"] == sum(p.numel() for p in bqn.student.mid.factors)
     assert size["bytes"] < size["float32_bytes"] and size["ratio"] > 1
+
+
+@pytest.mark.parametrize("arch", ["mobilenetv3_small_050"])
+def test_timm_networks_propagate_their_posterior(arch):
+    """Unseen architectures: SiLU / hard-swish activations, squeeze-excite gates, timm's traced norm layers
+    (functional batch norm behind shape asserts) and a functional classifier (F.linear on a parameter)."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, num_classes=5).eval()
+    bqn = BayesianQuantizedNetwork(model, bits=4, dense=True)
+    assert "classifier.weight" in bqn.names
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        uncertain = bqn.analytic(x)
+        assert bool(torch.isfinite(uncertain.mean).all()) and float(uncertain.var.min()) > 0
+        _certain(bqn)
+        analytic = bqn.analytic(x)
+        map_logits = bqn.logits_with(bqn.weights("map"), x)
+    torch.testing.assert_close(analytic.mean / bqn.temperature, map_logits, rtol=1e-4, atol=1e-4)
+    assert float(analytic.var.max()) < 1e-8

@@ -8,8 +8,10 @@ operations are found before any work, by name.
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import NamedTuple
 
 import torch
@@ -33,12 +35,25 @@ class Gauss(NamedTuple):
 WeightMoments = Callable[[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
 
 _ELEMENTWISE_COPY = {"flatten", "view", "reshape", "contiguous", "squeeze", "unsqueeze", "permute", "transpose"}
+# shape queries and the assertions on them that traced code (timm's norm layers) carries
+_SHAPE_ATTRIBUTES = {"ndim", "shape", "dtype", "device"}
+_COMPARISONS = {operator.eq, operator.ne, operator.lt, operator.le, operator.gt, operator.ge, torch._assert}
+# elementwise nonlinearities other than ReLU: moments by quadrature (rules.elementwise)
+_ACTIVATION_MODULES = (nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.Hardsigmoid, nn.ReLU6, nn.LeakyReLU,
+                       nn.ELU, nn.Softplus, nn.Mish, nn.Hardtanh)
+_ACTIVATION_FUNCTIONS = {F.silu, F.gelu, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.hardswish, F.hardsigmoid,
+                         F.relu6, F.leaky_relu, F.elu, F.softplus, F.mish, F.hardtanh}
+_ACTIVATION_METHODS = {"sigmoid", "tanh"}
 _MODULE_RULES = (TensorizedLayer, nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.MaxPool2d,
-                 nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity, nn.modules.dropout._DropoutNd)
+                 nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity, nn.modules.dropout._DropoutNd,
+                 *_ACTIVATION_MODULES)
 _FUNCTIONS = {operator.add, torch.add, operator.mul, torch.mul, F.relu, torch.relu, torch.flatten, F.max_pool2d,
-              F.avg_pool2d, F.adaptive_avg_pool2d, F.pad, operator.getitem, torch.cat, F.dropout}
-SUPPORTED = ("convolutions, linear and tensorial layers, eval-mode batch norm, ReLU, max and average pooling, "
-             "residual sums, concatenation, flatten and reshapes")
+              F.avg_pool2d, F.adaptive_avg_pool2d, F.pad, operator.getitem, torch.cat, F.dropout, torch.mean,
+              F.batch_norm, F.linear, F.conv2d, *_ACTIVATION_FUNCTIONS, *_COMPARISONS}
+_METHODS = _ELEMENTWISE_COPY | _ACTIVATION_METHODS | {"relu", "size", "dim", "mean"}
+SUPPORTED = ("convolutions, linear and tensorial layers, eval-mode batch norm, ReLU and other elementwise "
+             "activations (SiLU, GELU, sigmoid, tanh, hard-swish, ...), max and average pooling, means, residual "
+             "sums, products (squeeze-excite gates), concatenation, flatten and reshapes")
 
 
 def _map(fn, *args, **kwargs):
@@ -74,9 +89,12 @@ class Propagator:
                     why = f"layer {node.target!r} ({type(m).__name__})"
                 elif isinstance(m, nn.MaxPool2d) and m.dilation not in (1, (1, 1)):
                     why = f"layer {node.target!r} (a dilated max pooling)"
-            elif node.op == "call_function" and node.target not in _FUNCTIONS:
+            elif node.op == "call_function" and node.target is getattr:
+                if node.args[1] not in _SHAPE_ATTRIBUTES:
+                    why = f"attribute .{node.args[1]} (node {node.name})"
+            elif node.op == "call_function" and node.target not in _FUNCTIONS and not _is_assert(node.target):
                 why = f"operation {getattr(node.target, '__name__', node.target)!r} (node {node.name})"
-            elif node.op == "call_method" and node.target not in _ELEMENTWISE_COPY | {"relu", "size", "dim"}:
+            elif node.op == "call_method" and node.target not in _METHODS:
                 why = f"method .{node.target}() (node {node.name})"
             if why:
                 raise UsageError(f"BQN cannot propagate moments through {why}: it handles {SUPPORTED}")
@@ -91,8 +109,12 @@ class Propagator:
         for node in gm.graph.nodes:
             if node.op == "placeholder":
                 env[node.name] = Gauss(x, x_var)
-            elif node.op == "get_attr":
-                env[node.name] = getattr(gm, node.target) if "." not in node.target else gm.get_parameter(node.target)
+            elif node.op == "get_attr":  # a parameter used by a functional call (F.linear(x, self.weight))
+                value_ = functools.reduce(getattr, node.target.split("."), gm)
+                if isinstance(value_, nn.Parameter):
+                    mean, var = weight_moments(node.target, value_)
+                    value_ = Gauss(mean, var) if var is not None else mean
+                env[node.name] = value_
             elif node.op == "call_module":
                 m = gm.get_submodule(node.target)
                 env[node.name] = self._module(node.target, m, value(node.args)[0], weight_moments)
@@ -104,6 +126,10 @@ class Propagator:
                     env[node.name] = getattr(args[0].mean, node.target)(*args[1:], **kwargs)
                 elif node.target == "relu":
                     env[node.name] = Gauss(*rules.relu(args[0]))
+                elif node.target in _ACTIVATION_METHODS:
+                    env[node.name] = Gauss(*rules.elementwise(lambda t, m=node.target: getattr(t, m)(), args[0]))
+                elif node.target == "mean":
+                    env[node.name] = Gauss(*rules.reduce_mean(args[0], *args[1:], **kwargs))
                 else:
                     env[node.name] = _map(lambda t, *a, m=node.target, **k: getattr(t, m)(*a, **k), *args, **kwargs)
             elif node.op == "output":
@@ -126,6 +152,8 @@ class Propagator:
             return Gauss(*rules.batch_norm(x, m))
         if isinstance(m, nn.ReLU):
             return Gauss(*rules.relu(x))
+        if isinstance(m, _ACTIVATION_MODULES):
+            return Gauss(*rules.elementwise(m, x))
         if isinstance(m, nn.MaxPool2d):
             return Gauss(*rules.max_pool(x, m.kernel_size, m.stride, m.padding, m.ceil_mode))
         if isinstance(m, nn.AvgPool2d):
@@ -137,6 +165,24 @@ class Propagator:
 
     @staticmethod
     def _function(fn, args, kwargs) -> object:
+        if fn is getattr and isinstance(args[0], Gauss):
+            return getattr(args[0].mean, args[1])
+        if fn is F.linear and isinstance(args[0], Gauss):
+            a = _bind(args, kwargs, ("input", "weight", "bias"), {"bias": None})
+            return Gauss(*rules.weighted(F.linear, a["input"], _moments(a["weight"]), a["bias"]))
+        if fn is F.conv2d and isinstance(args[0], Gauss):
+            a = _bind(args, kwargs, ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
+                      {"bias": None, "stride": 1, "padding": 0, "dilation": 1, "groups": 1})
+            bias = a["bias"][:, None, None] if a["bias"] is not None else None
+            return Gauss(*rules.weighted(lambda x, w: F.conv2d(x, w, None, a["stride"], a["padding"], a["dilation"],
+                                                               a["groups"]), a["input"], _moments(a["weight"]), bias))
+        if fn is F.batch_norm and isinstance(args[0], Gauss):
+            a = _bind(args, kwargs, ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum",
+                                     "eps"), {"weight": None, "bias": None, "training": False, "momentum": 0.1,
+                                              "eps": 1e-5})
+            if a["training"]:
+                raise UsageError("BQN propagates an eval-mode batch norm only (this one normalises by the batch)")
+            return Gauss(*rules.batch_norm(a["input"], SimpleNamespace(**a)))
         if fn in (operator.add, torch.add) and len(args) == 2:
             a, b = args
             if isinstance(a, Gauss) and isinstance(b, Gauss):
@@ -147,13 +193,16 @@ class Propagator:
             a, b = args
             g, c = (a, b) if isinstance(a, Gauss) else (b, a)
             if isinstance(g, Gauss) and isinstance(c, Gauss):
-                raise UsageError(f"BQN cannot propagate moments through a product of two activations: it handles "
-                                 f"{SUPPORTED}")
+                return Gauss(*rules.product(g, c))
             if not isinstance(g, Gauss):
                 return a * b
             return Gauss(g.mean * c, None if g.var is None else g.var * c * c)
         if fn in (F.relu, torch.relu):
             return Gauss(*rules.relu(args[0]))
+        if fn in _ACTIVATION_FUNCTIONS and isinstance(args[0], Gauss):
+            return Gauss(*rules.elementwise(lambda t: fn(t, *args[1:], **kwargs), args[0]))
+        if fn is torch.mean and isinstance(args[0], Gauss):
+            return Gauss(*rules.reduce_mean(*args, **kwargs))
         if fn is F.max_pool2d:
             a = _bind(args, kwargs, ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
                                      "return_indices"), {"stride": None, "padding": 0, "dilation": 1,
@@ -188,6 +237,15 @@ class Propagator:
         if not any(isinstance(a, Gauss) for a in args):
             return fn(*args, **kwargs)
         return _map(fn, *args, **kwargs)  # selections, padding, flatten, eval-mode dropout
+
+
+def _moments(w) -> tuple[torch.Tensor, torch.Tensor | None]:
+    return (w.mean, w.var) if isinstance(w, Gauss) else (w, None)
+
+
+def _is_assert(fn) -> bool:
+    """torch._assert and the libraries' copies of it (timm's), which traced shape checks call."""
+    return getattr(fn, "__name__", "") == "_assert"
 
 
 def _bind(args, kwargs, names: tuple[str, ...], defaults: dict) -> dict:

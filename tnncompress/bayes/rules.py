@@ -9,7 +9,9 @@ theorem over a layer's large fan-in).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -59,6 +61,64 @@ def relu(x: Moments) -> Moments:
     mean = m * cdf + s * pdf
     second = (m * m + v) * cdf + m * s * pdf
     return mean, (second - mean * mean).clamp_min(0.0)
+
+
+# Gauss-Hermite nodes: exact for polynomials of degree < 64, so to rounding for smooth activations; near the
+# kink of a clamp-like one (ReLU6, hard-swish, leaky ReLU) the mean is within 0.01 sigma and the variance
+# within 0.02 of the input's (measured against dense integration, tests/bayes/test_moments.py)
+QUADRATURE_NODES = 32
+
+
+def _hermite(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    t, w = np.polynomial.hermite.hermgauss(QUADRATURE_NODES)
+    return (torch.as_tensor(t, dtype=like.dtype, device=like.device),
+            torch.as_tensor(w / math.sqrt(math.pi), dtype=like.dtype, device=like.device))
+
+
+def elementwise(f: Callable[[torch.Tensor], torch.Tensor], x: Moments) -> Moments:
+    """f(h), f any elementwise function (SiLU, GELU, sigmoid, tanh, hard-swish, ...), for h ~ N(m, v):
+    E[f(h)] and Var[f(h)] by Gauss-Hermite quadrature, E[g(h)] = sum_i w_i g(m + sqrt(2 v) t_i) / sqrt(pi).
+    The variance is summed around the mean (not E[f^2] - E[f]^2), so a small one does not cancel away."""
+    m, v = x
+    if v is None:
+        return f(m.clone()), None  # clone: an in-place activation must not change its input's value
+    nodes, weights = _hermite(m)
+    s = torch.sqrt(2.0 * v)
+    values = [f(m + s * t) for t in nodes]
+    mean = sum(w * y for w, y in zip(weights, values, strict=True))
+    var = sum(w * (y - mean) ** 2 for w, y in zip(weights, values, strict=True))
+    return mean, var
+
+
+def product(a: Moments, b: Moments) -> Moments:
+    """a x b for independent values (a squeeze-excite gate times its input, under mean field):
+    E = ma mb, Var = va vb + va mb^2 + vb ma^2."""
+    (m1, v1), (m2, v2) = a, b
+    mean = m1 * m2
+    if v1 is None and v2 is None:
+        return mean, None
+    var = 0.0
+    if v1 is not None:
+        var = var + v1 * m2 * m2
+    if v2 is not None:
+        var = var + v2 * m1 * m1
+    if v1 is not None and v2 is not None:
+        var = var + v1 * v2
+    return mean, var
+
+
+def reduce_mean(x: Moments, dim=None, keepdim: bool = False) -> Moments:
+    """The mean over `dim` (all entries: None) of independent entries: variance mean(v) / n, n the
+    entries averaged."""
+    m, v = x
+
+    def reduce(t: torch.Tensor) -> torch.Tensor:
+        return t.mean() if dim is None else t.mean(dim, keepdim=keepdim)
+
+    mean = reduce(m)
+    if v is None:
+        return mean, None
+    return mean, reduce(v) * (mean.numel() / m.numel())
 
 
 def clark_max(a: Moments, b: Moments) -> Moments:

@@ -3,9 +3,10 @@
 checkpoints every epoch, resume, progress bars).
 
 Only the posteriors (logits and scales) and the softmax temperature learn; the student's float
-parameters stay as distilled. The categoricals' own temperature is annealed from 1 to 1/`sharpen` (geometric in the
-step, so a resumed run recomputes it): early updates move probability between levels freely, the last
-ones fit the bound to an almost deterministic network, the MAP QNN that is exported. With `targets="teacher"` the bound is taken against the teacher's softmax.
+parameters stay as distilled. The categoricals' own temperature is annealed from 1 to 1/`sharpen`
+(geometric in the step, so a resumed run recomputes it): early updates move probability between
+levels freely, the last ones fit the bound to an almost deterministic network, the MAP QNN that is
+exported. With `targets="teacher"` the bound is taken against the teacher's softmax.
 """
 
 from __future__ import annotations
