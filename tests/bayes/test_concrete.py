@@ -90,3 +90,23 @@ def test_a_concrete_qnn_has_its_norms_statistics_from_the_pool_and_the_export_is
         expected = qnn(x)
         apply_map(bqn, pool)
         torch.testing.assert_close(bqn.student(x) / bqn.temperature, expected, rtol=0, atol=0)
+
+
+def test_the_temperature_folds_into_the_last_layer_whether_it_is_quantised_or_not():
+    from tnncompress.bayes.export import fold_temperature
+
+    x = torch.randn(3, 2, 6, 6, dtype=torch.float64)
+    for dense in (False, True):  # the last linear layer float, then quantised (its scale absorbs it)
+        bqn = BayesianQuantizedNetwork(_tiny(), bits=2, dense=dense)
+        assert ("fc.weight" in bqn.names) == dense
+        with torch.no_grad():
+            bqn.log_temperature.fill_(math.log(1.7))
+            analytic, map_logits = bqn.analytic(x), bqn.qnn(bqn.weights("map"))(x)
+            codes = {n: bqn.posterior(n).codes() for n in bqn.names}
+            assert fold_temperature(bqn) == "fc"
+            assert float(bqn.temperature) == 1.0
+            folded = bqn.analytic(x)
+            torch.testing.assert_close(folded.mean, analytic.mean / 1.7, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(folded.var, analytic.var / 1.7 ** 2, rtol=1e-12, atol=1e-14)
+            torch.testing.assert_close(bqn.qnn(bqn.weights("map"))(x), map_logits, rtol=1e-12, atol=1e-12)
+            assert all(torch.equal(bqn.posterior(n).codes(), c) for n, c in codes.items())

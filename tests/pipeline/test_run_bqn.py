@@ -34,6 +34,8 @@ def test_bqn_learns_evaluates_and_exports_the_map_qnn(tmp_path, small_cnn_checkp
         assert m.samples == 200 and 0 <= m.top1 <= 1 and m.nll > 0
     # the exported model is the MAP QNN (its norms re-estimated as evaluated): its accuracy is the compressed model's
     assert b.map.top1 == report.accuracy.compressed.top1
+    # ... and its logits are the evaluated ones: the temperature is folded into the classifier
+    assert b.temperature_folded_into and abs(b.map.nll - report.accuracy.compressed.nll) < 1e-4
     assert b.size["bytes"] < b.size["float32_bytes"]
     md = (out / "report.md").read_text()
     assert "Bayesian quantized network" in md and "re-estimated on 64 pool images" in md

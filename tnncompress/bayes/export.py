@@ -5,16 +5,47 @@ graph use); `read_codes` rebuilds them bit for bit."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from ..calibrate import CalibrationPool
+from ..formats import TensorizedLayer
 from .network import BayesianQuantizedNetwork, load_quantised
 
 CODES_FILE = "bqn.safetensors"
+
+
+@torch.no_grad()
+def fold_temperature(bqn: BayesianQuantizedNetwork) -> str | None:
+    """Divide the logits by the learned softmax temperature inside the layer that computes them (its
+    weight, or its quantised weight's scale, and its bias), so the exported QNN computes what its MAP
+    evaluation measured, NLL and ECE included. Returns that layer's name; None (the temperature stays
+    out of the export) when the network's output is not a linear, convolution or tensorial layer's."""
+    out = next(n for n in bqn.propagator.graph.graph.nodes if n.op == "output").args[0]
+    if getattr(out, "op", None) != "call_module":
+        return None
+    name = out.target
+    layer = bqn.student.get_submodule(name)
+    if isinstance(layer, (nn.Linear, nn.Conv2d)):
+        weight = (f"{name}.weight", layer.weight)
+    elif isinstance(layer, TensorizedLayer):  # the output is linear in each factor: scale the first
+        weight = (f"{name}.factors.0", layer.factors[0])
+    else:
+        return None
+    t = float(bqn.temperature)
+    if weight[0] in bqn.names:
+        bqn.posterior(weight[0]).log_scale.sub_(math.log(t))
+    else:
+        weight[1].div_(t)
+    if layer.bias is not None:
+        layer.bias.div_(t)
+    bqn.log_temperature.zero_()
+    return name
 
 
 @torch.no_grad()

@@ -26,5 +26,6 @@ class BqnReport:
     samples: int = 5  # S of the Monte Carlo evaluation
     sharpen: float = 1.0  # the categoricals' temperature went from 1 to 1/sharpen over the updates
     recalibrated: int = 0  # pool images each concrete QNN's batch norms were re-estimated on (0: not)
+    temperature_folded_into: str | None = None  # the layer whose weights absorbed 1/temperature (None: not folded)
     codes_file: str = "bqn.safetensors"
     notes: list[str] = field(default_factory=list)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..bayes import BayesianQuantizedNetwork, Propagator, evaluate_bqn, learn_posterior
-from ..bayes.export import apply_map
+from ..bayes.export import apply_map, fold_temperature
 from ..bayes.result import BqnReport
 from ..calibrate import CalibrationPool, calibration_pool, parse_memory, recalibrate_bn
 from ..compress import (
@@ -270,6 +270,7 @@ def bqn(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, test, ct
                        training, float_student, ptq, metrics.analytic if metrics else None,
                        metrics.mc if metrics else None, metrics.map if metrics else None, config.samples,
                        config.sharpen, len(norms) if norms is not None else 0)
+    report.temperature_folded_into = fold_temperature(network)
     codes = apply_map(network, norms)
     network.cpu(), loaded.model.cpu()
     if metrics is not None:

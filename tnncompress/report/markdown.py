@@ -172,7 +172,11 @@ def _bqn(b) -> list[str]:
                 if b.recalibrated else "Concrete QNNs keep the float student's batch-norm statistics."),
              f"MAP QNN: {size['bytes']:,} bytes ({size['bits_per_weight']:.2f} bits per weight over all weights) "
              f"against {size['float32_bytes']:,} in float32 ({size['ratio']:.2f}x smaller); codes in "
-             f"`{b.codes_file}`.", ""]
+             f"`{b.codes_file}`; "
+             + (f"the temperature is folded into `{b.temperature_folded_into}`, so the exported logits are the "
+                "evaluated ones." if b.temperature_folded_into else
+                "the temperature is not folded into the export (its output is not a linear layer's): exported "
+                "logits are the evaluated ones times the temperature (top-1 is the same)."), ""]
     rows = [("float student", b.float_student), (f"PTQ, {b.bits} bit (round to nearest)", b.ptq),
             ("BQN analytic (NLL: upper bound)", b.analytic), (f"BQN Monte Carlo, S = {b.samples}", b.mc),
             ("BQN MAP (exported)", b.map)]
