@@ -3,7 +3,8 @@
 The bundled ResNet-32 teacher compressed with `tk` at 0.1 (Layer-Decomp only: the timing does not depend
 on the weights), batch 128, each step the real one: E2E-KD (teacher forward, student forward and backward,
 Adam) from tnncompress.distill; BQN (moments propagated through the student, the ELBO, backward, Adam on
-the logits, scales and temperature) from tnncompress.bayes. Medians, timed in turns in one run. Sizes: the
+the logits, scales and temperature) from tnncompress.bayes. Medians, timed round-robin in one run
+(tnncompress.timing.interleaved_medians). Sizes: the
 MAP QNN as exported (packed codes, float32 scales and the float rest) against the float32 student.
 
     python benchmarks/bench_bqn.py --out benchmarks/results/bqn_cpu.json
@@ -12,6 +13,7 @@ MAP QNN as exported (packed codes, float32 scales and the float rest) against th
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -26,7 +28,7 @@ from tnncompress.compress import CompressConfig, compress_model, plan_model, sel
 from tnncompress.distill import Context, DistillConfig, build_phase, find_units  # noqa: E402
 from tnncompress.formats import planned  # noqa: E402
 from tnncompress.io import load_model  # noqa: E402
-from tnncompress.timing import median_seconds  # noqa: E402
+from tnncompress.timing import interleaved_medians  # noqa: E402
 
 TEACHER = Path(__file__).resolve().parents[1] / "tnncompress/models/checkpoints/resnet32_fashion_mnist.safetensors"
 
@@ -35,6 +37,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--bits", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--min-time", type=float, default=20.0, help="seconds of round-robin timing")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     loaded = load_model(TEACHER)
@@ -48,9 +51,11 @@ def main() -> None:
     result = {"machine": machine(), "date": today(), "command": " ".join(sys.argv), "batch": args.batch, "rows": []}
 
     config = DistillConfig(algorithm="e2e", loss="kl", batch_size=args.batch)
-    units = find_units(student, size, "layer")
-    with planned(student, "measure"):
-        phase = build_phase(0, "e2e", None, 10, loaded.model, student, units, config, Context(), 1)
+    kd_student = copy.deepcopy(student)
+    units = find_units(kd_student, size, "layer")
+    steps = {}
+    with planned(kd_student, "measure"):
+        phase = build_phase(0, "e2e", None, 10, loaded.model, kd_student, units, config, Context(), 1)
         kd_opt = torch.optim.Adam(phase.params, lr=1e-5)
 
         def kd_step():
@@ -58,24 +63,26 @@ def main() -> None:
             phase.loss(x, y).backward()
             kd_opt.step()
 
-        kd = median_seconds(kd_step, min_time=2.0, max_reps=7)
-    for p in student.parameters():
-        p.requires_grad_(False)
+        steps["e2e"] = kd_step
+        for p in student.parameters():
+            p.requires_grad_(False)
+        networks = {}
+        for bits in args.bits:
+            bqn = networks[bits] = BayesianQuantizedNetwork(student, bits)
+            opt = torch.optim.Adam(list(bqn.posteriors.parameters()) + [bqn.log_temperature], lr=1e-5)
+
+            def bqn_step(opt=opt, bqn=bqn):
+                opt.zero_grad(set_to_none=True)
+                elbo_loss(bqn.analytic(x), y, bqn.temperature, list(bqn.posteriors.values()), 1e-3, 60000).backward()
+                opt.step()
+
+            steps[bits] = bqn_step
+        times = interleaved_medians(steps, min_time=args.min_time, max_rounds=15)
+    kd = times["e2e"]
     result["e2e_step_seconds"] = kd
     print(f"E2E-KD step: {kd * 1e3:.0f} ms", file=sys.stderr)
     for bits in args.bits:
-        bqn = BayesianQuantizedNetwork(student, bits)
-        params = list(bqn.posteriors.parameters()) + [bqn.log_temperature]
-        opt = torch.optim.Adam(params, lr=1e-5)
-        posteriors = list(bqn.posteriors.values())
-
-        def bqn_step(opt=opt, bqn=bqn, posteriors=posteriors):
-            opt.zero_grad(set_to_none=True)
-            elbo_loss(bqn.analytic(x), y, bqn.temperature, posteriors, 1e-3, 60000).backward()
-            opt.step()
-
-        step = median_seconds(bqn_step, min_time=2.0, max_reps=7)
-        size_ = bqn.size()
+        step, size_ = times[bits], networks[bits].size()
         result["rows"].append({"bits": bits, "bqn_step_seconds": step, "vs_e2e": step / kd, "size": size_})
         print(f"{bits} bit: BQN step {step * 1e3:.0f} ms ({step / kd:.2f}x E2E-KD); MAP QNN {size_['bytes']:,} B vs "
               f"float32 {size_['float32_bytes']:,} B ({size_['ratio']:.2f}x)", file=sys.stderr)
