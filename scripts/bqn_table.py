@@ -16,6 +16,8 @@ Per bit width, on the full Fashion-MNIST test set (top-1, NLL, ECE):
   ours costs no training, which is the fair comparison for a post-training tool;
 - BQN analytic (NLL: the Theorem 5.2 bound), MC (S = 5) and MAP, after `--steps` updates of the ELBO
   (the `run --bqn-bits` stage's code: tnncompress.bayes).
+With `--act-bits A`, the ReLUs are quantised first (as `run --bqn-act-bits`), and every row but the
+float one has quantised activations; `--train-float` learns the float parameters with the posterior.
 With `--recalibrate N`, every concrete QNN (PTQ, each E-QNN member, each MC sample, the MAP) has its
 batch norms re-estimated on N training images first, as `run` does for what it exports.
 """
@@ -38,7 +40,9 @@ from tnncompress.bayes.posterior import rounding_probabilities  # noqa: E402
 from tnncompress.calibrate import calibration_pool  # noqa: E402
 from tnncompress.data import load_data  # noqa: E402
 from tnncompress.distill import Context  # noqa: E402
+from tnncompress.evaluate import evaluate  # noqa: E402
 from tnncompress.io import load_model  # noqa: E402
+from tnncompress.pipeline.stages import quantised_activations  # noqa: E402
 from tnncompress.schema import to_data  # noqa: E402
 
 
@@ -64,19 +68,25 @@ def stochastic_rounding(bqn: BayesianQuantizedNetwork) -> BayesianQuantizedNetwo
 
 
 def row(bits: int, args, student, train, test) -> dict:
-    bqn = BayesianQuantizedNetwork(copy.deepcopy(student), bits, args.dense, args.scale == "channel")
+    student, acts = copy.deepcopy(student), None
     limit = args.limit
+    if args.act_bits:  # as `run --bqn-act-bits` does: steps fitted, norms re-estimated on the calibration pool
+        student, _ = quantised_activations(student, args.act_bits, calibration_pool(train, 2048, 0), "cpu")
+        acts = to_data(evaluate(student, test, limit=limit))
+    bqn = BayesianQuantizedNetwork(student, bits, args.dense, args.scale == "channel")
     pool = calibration_pool(train, args.recalibrate, 0) if args.recalibrate else None
     start = evaluate_bqn(bqn, test, args.samples, limit=limit, pool=pool)
     eqnn = evaluate_bqn(stochastic_rounding(bqn), test, 5, limit=limit, pool=pool).mc
     config = BqnConfig(bits=bits, steps=args.steps, lr=args.lr, lam=args.lam, batch_size=args.batch,
-                       sharpen=args.sharpen)
+                       sharpen=args.sharpen, act_bits=args.act_bits, train_float=args.train_float)
     t0 = time.perf_counter()
     training = learn_posterior(bqn, None, train, config, Context(), seed=0)
     seconds = time.perf_counter() - t0
     end = evaluate_bqn(bqn, test, args.samples, limit=limit, pool=pool)
-    return {"bits": bits, "ptq": to_data(start.map), "eqnn5": to_data(eqnn), "analytic": to_data(end.analytic),
-            "mc": to_data(end.mc), "map": to_data(end.map), "size": bqn.size(), "training": training,
+    return {"bits": bits, "act_bits": args.act_bits, "train_float": args.train_float,
+            "float_weights_quantised_activations": acts, "ptq": to_data(start.map), "eqnn5": to_data(eqnn),
+            "analytic": to_data(end.analytic), "mc": to_data(end.mc), "map": to_data(end.map), "size": bqn.size(),
+            "training": training,
             "seconds_per_step": seconds / max(training["steps"], 1)}
 
 
@@ -88,9 +98,12 @@ def table(result: dict) -> str:
     names = (("ptq", "PTQ (round to nearest)"), ("eqnn5", "E-QNN, 5 stochastic roundings"),
              ("analytic", "BQN analytic (NLL: bound)"), ("mc", "BQN MC, S = 5"), ("map", "BQN MAP"))
     for r in result["rows"]:
-        for key, name in names:
+        acts = r.get("act_bits")
+        for key, name in (("float_weights_quantised_activations", f"float weights, {acts}-bit activations"),
+                          *names) if acts else names:
             m = r[key]
-            lines.append(f"| {r['bits']} | {name} | {100 * m['top1']:.2f}% | {100 * (1 - m['top1']):.2f}% | "
+            width = f"{r['bits']} / a{acts}" if acts else f"{r['bits']}"
+            lines.append(f"| {width} | {name} | {100 * m['top1']:.2f}% | {100 * (1 - m['top1']):.2f}% | "
                          f"{m['nll']:.4f} | {m['ece']:.4f} |")
     return "\n".join(lines)
 
@@ -109,16 +122,20 @@ def main() -> None:
     ap.add_argument("--recalibrate", type=int, default=0,
                     help="training images on which each concrete QNN's batch norms are re-estimated (PTQ, "
                          "E-QNN members, MC samples, MAP alike; run --bqn-recalibrate)")
+    ap.add_argument("--act-bits", type=int, default=0, help="run --bqn-act-bits (1: sign, 2-4: quantised ReLU)")
+    ap.add_argument("--train-float", action="store_true", help="run --bqn-train-float")
+    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--samples", type=int, default=5)
     ap.add_argument("--limit", type=int, default=None, help="test samples (default: all)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     student, size = model_of(args.model)
     student.eval()
     train = load_data("fashion-mnist", "train", input_size=size)
     test = load_data("fashion-mnist", "test", input_size=size)
-    from tnncompress.evaluate import evaluate
     result = {"command": " ".join(sys.argv), "float": to_data(evaluate(student, test, limit=args.limit)),
               "rows": []}
     for bits in args.bits:

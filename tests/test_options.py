@@ -27,7 +27,10 @@ cli_run = importlib.import_module("tnncompress.cli.run_cmd")
 
 # strings with a syntax of their own
 FORMATTED = {"kd_budget": "90s", "cache_memory": "2G", "spectral": "clip:2", "gate_min_speedup": "1.5@pytorch_cpu:1"}
-NEED_DATA = ("kd", "bqn_bits", "gate_max_accuracy_drop")
+# options that only mean something with others set: {flat name: {other option: value}}
+NEEDS = {**{flat: {"data": "fashion-mnist"} for flat in ("kd", "bqn_bits", "gate_max_accuracy_drop")},
+         **{flat: {"data": "fashion-mnist", "bqn_bits": 2} for flat in ("bqn_act_bits", "bqn_exclude",
+                                                                         "bqn_train_float")}}
 
 
 def _sample(spec):
@@ -83,7 +86,7 @@ def test_every_option_reaches_the_recipe_from_every_surface(spec, captured, tmp_
     # the command line
     base = [] if spec.argument else ["model.pt"]
     extra = ["--rate", "0.1"] if spec.flat != "rate" else []
-    extra += ["--data", "fashion-mnist"] if spec.flat in NEED_DATA else []
+    extra += [a for k, v in NEEDS.get(spec.flat, {}).items() for a in (f"--{k.replace('_', '-')}", str(v))]
     result = runner.invoke(app, ["run", *base, *extra, *_cli_args(spec, value)])
     assert result.exit_code == 0, result.output
     assert captured[-1].values()[spec.dotted] == value
@@ -93,12 +96,12 @@ def test_every_option_reaches_the_recipe_from_every_surface(spec, captured, tmp_
         recipe_file.write_text(yaml.safe_dump({"version": 2, **doc}))
         given = {"checkpoint": "model.pt"} if spec.flat != "checkpoint" else {}
         given |= {"rate": 0.1} if spec.flat != "rate" else {}
-        given |= {"data": "fashion-mnist"} if spec.flat in NEED_DATA else {}
+        given |= NEEDS.get(spec.flat, {})
         assert resolve(str(recipe_file), given, []).values()[spec.dotted] == value
     # --set, dotted and flat
     for key in (spec.dotted, spec.flat):
         text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-        overrides = [f"{key}={text}"] + (["data=fashion-mnist"] if spec.flat in NEED_DATA else [])
+        overrides = [f"{key}={text}"] + [f"{k}={v}" for k, v in NEEDS.get(spec.flat, {}).items()]
         checkpoint = {} if spec.flat == "checkpoint" else {"checkpoint": "model.pt"}
         recipe = resolve(None, {**checkpoint, **({"rate": 0.1} if spec.flat != "rate" else {})}, overrides)
         assert recipe.values()[spec.dotted] == value, key

@@ -11,56 +11,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from tnncompress.bayes import rules
-from tnncompress.bayes.posterior import QuantizedPosterior
 from tnncompress.bayes.propagate import Gauss, Propagator
 from tnncompress.einsum import contract_expression
 from tnncompress.einsum.moments import expression_moments
 
-SAMPLES = 20_000
-
-
-def _within(mc: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, share: float = 0.97) -> None:
-    """Per output entry, the analytic mean and variance against the Monte Carlo ones in standard errors:
-    at least `share` of the entries within 3 (a 3-SE band holds 99.7% of honest entries) and none beyond
-    4.5 (with a few hundred entries, 4.5 SE happens by chance with probability < 1e-3). Entries that
-    share sampled weights move together, so their share is not tested (share=0). An entry that is
-    almost surely constant (a ReLU of a very negative input) has a Monte Carlo SE of 0: errors below
-    1e-5 are not counted (values here are of order 0.1-1)."""
-    n = mc.shape[0]
-    m = mc.mean(0)
-    dev = mc - m
-    v = dev.pow(2).sum(0) / (n - 1)
-    se_mean = (v / n).sqrt()
-    se_var = (dev.pow(2).var(0) / n).sqrt()
-    for name, score in (("mean", (m - mean.detach()).abs() / se_mean.clamp_min(1e-5)),
-                        ("variance", (v - var.detach()).abs() / se_var.clamp_min(1e-5))):
-        beyond = float((score > 3).double().mean())
-        assert beyond <= 1 - share, f"{name}: {beyond:.3f} of the entries beyond 3 SE"
-        assert float(score.max()) < 4.5, f"{name}: an entry {float(score.max()):.1f} SE away"
-
-
-def _posterior(shape, bits=2, seed=0) -> QuantizedPosterior:
-    g = torch.Generator().manual_seed(seed)
-    post = QuantizedPosterior(shape, bits, torch.float64)
-    with torch.no_grad():
-        post.logits.copy_(torch.randn(post.logits.shape, generator=g, dtype=torch.float64))
-        post.log_scale.fill_(-1.0)
-    return post
-
-
-def _gaussian_input(shape, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    mean = torch.randn(shape, generator=g, dtype=torch.float64)
-    var = torch.rand(shape, generator=g, dtype=torch.float64) * 0.5
-    return mean, var
-
-
-def _draw(mean, var, n, g):
-    return mean + var.sqrt() * torch.randn((n, *mean.shape), generator=g, dtype=torch.float64)
-
-
-def _weight_samples(post: QuantizedPosterior, n: int, g: torch.Generator) -> torch.Tensor:
-    return post.sample(g, n).detach()
+from .montecarlo import SAMPLES
+from .montecarlo import draw as _draw
+from .montecarlo import gaussian_input as _gaussian_input
+from .montecarlo import posterior as _posterior
+from .montecarlo import weight_samples as _weight_samples
+from .montecarlo import within as _within
 
 
 @pytest.mark.parametrize("stride,groups", [(1, 1), (2, 1), (1, 2)])
@@ -260,3 +220,19 @@ def test_a_squeeze_excite_network_propagates_its_forward_pass_and_near_monte_car
     # which mean field counts as independent (the rules themselves are checked one by one above)
     torch.testing.assert_close(out.mean.detach(), mc.mean(0), rtol=0.1, atol=0.05)
     assert bool(torch.isfinite(out.var).all()) and float(out.var.min()) > 0
+
+
+def test_an_operation_without_a_rule_runs_plainly_where_only_float_layers_feed_it():
+    from tnncompress.errors import UsageError
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.GroupNorm(1, 2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)).double()
+    x = torch.randn(4, 1, 4, 4, dtype=torch.float64)
+    post = _posterior((3, 8))
+    prop = Propagator(net, {"4.weight"})  # the group norm sees a deterministic value: no rule needed
+    out = prop(x, lambda name, p: post.moments() if name == "4.weight" else (p, None))
+    hidden = net[:4](x)
+    torch.testing.assert_close(out.mean, hidden @ post.moments()[0].T + net[4].bias, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.var, (hidden * hidden) @ post.moments()[1].T, rtol=1e-12, atol=1e-12)
+    with pytest.raises(UsageError, match=r"layer '1' \(GroupNorm\).*quantised layer '0'.*bqn_exclude"):
+        Propagator(net, {"0.weight", "4.weight"})

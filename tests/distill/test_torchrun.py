@@ -46,3 +46,31 @@ def test_two_processes_produce_the_single_process_student_and_write_once(tmp_pat
     assert [r["distillation"]["world_size"] for r in reports] == [1, 2]
     assert reports[1]["distillation"]["updates"] == 32
     assert "single" not in done.stdout  # rank 0 alone printed (nothing, under -q)
+
+
+# the BQN stage with quantised activations: posteriors, temperature and steps learned in two processes
+BQN_ARGS = ["run", str(SMALL_CNN), "-f", "tk", "-r", "0.2", "-d", "fashion-mnist", "--bqn-bits", "2", "--bqn-act-bits",
+            "2", "--bqn-steps", "8", "--bqn-batch-size", "32", "--bqn-samples", "2", "--eval-limit", "200",
+            "--calib-samples", "256", "--no-latency", "--deploy-form", "flops", "--load-form", "factors", "-q",
+            "--init", "weights", "--no-recalibrate-bn"]
+
+
+def test_two_processes_learn_the_single_process_bqn(tmp_path):
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    for launcher, out in (([], single), (["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"],
+                                         multi)):
+        done = subprocess.run([sys.executable, *launcher, "-m", "tnncompress.cli.app", *BQN_ARGS, "--out", str(out)],
+                              env=_env(), capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    a, b = load_file(single / "bqn.safetensors"), load_file(multi / "bqn.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:  # the same codes; scales to float rounding (measured <= 6e-8)
+        if k.endswith(".codes"):
+            assert bool((a[k] == b[k]).all()), k
+        else:
+            assert float((a[k].double() - b[k].double()).abs().max()) <= 1e-6, k
+    reports = [json.loads((d / "report.json").read_text())["bqn"] for d in (single, multi)]
+    assert reports[0]["training"]["steps"] == reports[1]["training"]["steps"] == 8
+    # the recorded loss is the whole batch's in both (averaged over the processes' shares)
+    assert abs(reports[0]["training"]["mean_loss"] - reports[1]["training"]["mean_loss"]) < 1e-4
+    assert reports[0]["activations"]["nodes"] == reports[1]["activations"]["nodes"]

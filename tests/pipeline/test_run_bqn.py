@@ -60,3 +60,83 @@ def test_bqn_without_data_or_with_bad_bits_is_refused_before_any_work(tmp_path, 
                                 "--out", str(out), "-q"])
         assert r.exit_code == 2 and words in r.output and "Traceback" not in r.output, r.output
         assert not out.exists()
+
+
+def test_quantised_activations_are_learned_exported_and_reloaded(tmp_path, small_cnn_checkpoint):
+    import json
+
+    import numpy as np
+
+    from tnncompress.bayes.activations import quantizers
+    from tnncompress.data import iterate_batches, load_data
+    from tnncompress.evaluate import evaluate
+    from tnncompress.export.onnx_graph import session
+
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["run", str(small_cnn_checkpoint), "--format", "tk", "--rate", "0.2", "--bqn-bits", "4",
+                            "--bqn-act-bits", "2", "--bqn-dense", "--bqn-exclude", "fc2", "--bqn-train-float",
+                            "--bqn-steps", "4", "--bqn-batch-size", "32", "--bqn-samples", "2", "--out", str(out),
+                            *FAST])
+    assert r.exit_code == 0, r.output
+    b = read_report(out / "report.json").bqn
+    assert b.activations["bits"] == 2 and b.activations["nodes"] == ["relu", "relu_1", "relu_2", "relu_3"]
+    assert set(b.activations["steps"]) == set(b.activations["learned_steps"]) == set(b.activations["nodes"])
+    assert b.train_float and "conv1.weight" in b.tensors and not any(t.startswith("fc2.") for t in b.tensors)
+    assert json.loads((out / "structure.json").read_text())["activations"] == {
+        "bits": 2, "nodes": ["relu", "relu_1", "relu_2", "relu_3"]}
+    assert "4 ReLUs became 2-bit quantised ReLUs" in (out / "report.md").read_text()
+    # load(DIR) is the evaluated MAP QNN: its accuracy is the report's, its quantisers emit at most 4 values each
+    model = load(out)
+    test = load_data("fashion-mnist", "test", input_size=(1, 28, 28))
+    assert evaluate(model, test, limit=200).top1 == read_report(out / "report.json").accuracy.compressed.top1
+    seen = {}
+    def keep(name):
+        def hook(_module, _inputs, output) -> None:  # a hook that returns a value replaces the output
+            seen.setdefault(name, torch.unique(output))
+        return hook
+
+    for n, m in quantizers(model).items():
+        m.register_forward_hook(keep(n))
+    x, _ = next(iterate_batches(test, 200))
+    with torch.no_grad():
+        logits = model(x)
+    assert len(seen) == 4 and all(len(v) <= 4 for v in seen.values())
+    got = session((out / "model.onnx").read_bytes()).run(["logits"], {"input": x.numpy()})[0]
+    # a rounding threshold can fall between PyTorch's and onnxruntime's float32 results: count the rows
+    close = np.isclose(got, logits.numpy(), rtol=1e-3, atol=1e-4).all(1)
+    assert close.mean() >= 0.98, close.mean()
+
+
+def test_bqn_bad_inputs_are_one_line_errors_before_any_work(tmp_path, small_cnn_checkpoint):
+    from safetensors.torch import save_file
+
+    from tests import user_models
+
+    def checkpoint(factory: str):
+        torch.manual_seed(0)
+        path = tmp_path / f"{factory}.safetensors"
+        save_file({k: v.contiguous() for k, v in getattr(user_models, factory)().state_dict().items()}, str(path))
+        return [str(path), "--arch", f"tests.user_models:{factory}"]
+
+    base = ["--format", "tk", "--rate", "0.3", "-d", "fashion-mnist", "-q"]
+    for args, code, words in (
+            ([str(small_cnn_checkpoint), "--bqn-bits", "2", "--bqn-act-bits", "5"], 2, "at most 4"),
+            ([str(small_cnn_checkpoint), "--bqn-act-bits", "2"], 2, "need --bqn-bits"),
+            ([str(small_cnn_checkpoint), "--bqn-bits", "2", "--bqn-exclude", "nope*"], 2,
+             "matches no layer the BQN stage quantises"),
+            ([*checkpoint("silu_net"), "--bqn-bits", "2", "--bqn-act-bits", "1"], 2, "no ReLU to quantise"),
+            ([*checkpoint("group_norm_net"), "--bqn-bits", "2"], 2,
+             "layer 'norm' (GroupNorm): it handles"),
+            ([*checkpoint("dense_head_net"), "--bqn-bits", "2"], 1, "not [batch, classes] logits")):
+        out = tmp_path / "out"
+        r = runner.invoke(app, ["run", *args, *base, "--out", str(out)])
+        assert r.exit_code == code and words in r.output and "Traceback" not in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1, r.output
+        assert not out.exists()
+    # the group norm's error names the quantised layer that feeds it and the way out, which works
+    r = runner.invoke(app, ["run", *checkpoint("group_norm_net"), "--bqn-bits", "2", *base, "--out", str(out)])
+    assert "quantised layer 'conv2'" in r.output and "--bqn-exclude" in r.output
+    r = runner.invoke(app, ["run", *checkpoint("group_norm_net"), "--bqn-bits", "2", "--bqn-exclude", "conv2",
+                            "--bqn-steps", "2", *base, *FAST[:-2], "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert all(t.startswith("fc1.") for t in read_report(out / "report.json").bqn.tensors)

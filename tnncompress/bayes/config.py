@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import UsageError, opt
 from ..options import Section, option
 
 TARGETS = ("labels", "teacher")
@@ -15,6 +16,14 @@ class BqnConfig(Section, name="bqn", title="Bayesian quantized network (BQN)", p
     scale: str = option("channel", "One learned scale per output channel (per slice of a factor's first mode), or "
                                    "one per tensor.", choices=SCALES)
     dense: bool = option(False, "Also quantise the convolutions and linear layers left dense.")
+    exclude: list[str] = option([], "Leave these layers' weights float (glob patterns on layer names, repeatable); "
+                                    "an operation without a moment rule is accepted where only float layers "
+                                    "feed it.")
+    act_bits: int = option(0, "Quantise the activations too: every ReLU becomes sign (1: the dissertation's binary "
+                              "activations, {-1, +1}) or a quantised ReLU (2-4: 2^B levels x a step fitted on the "
+                              "calibration pool, then learned); 0 keeps them float.", minimum=0, maximum=4)
+    train_float: bool = option(False, "Also learn the parameters left float (biases, norm scales and shifts, "
+                                      "unquantised layers) with the posterior, as point estimates.")
     steps: int | None = option(None, "Updates of the posterior (default: one epoch).", minimum=0)
     lr: float = option(1e-2, "Adam learning rate of the logits, scales and temperature (the dissertation's).",
                        above=0)
@@ -35,3 +44,8 @@ class BqnConfig(Section, name="bqn", title="Bayesian quantized network (BQN)", p
     @property
     def enabled(self) -> bool:
         return self.bits is not None
+
+    def validate(self) -> None:
+        if not self.enabled and (self.act_bits or self.exclude or self.train_float):
+            raise UsageError(f"{opt('bqn_act_bits')}, {opt('bqn_exclude')} and {opt('bqn_train_float')} shape the BQN "
+                             f"stage: they need {opt('bqn_bits')}")

@@ -4,8 +4,8 @@ sampling), Monte Carlo (S sampled QNNs, probabilities averaged) and MAP (the mos
 every weight: the deterministic QNN that is exported).
 
 The student itself is not changed: predictions with concrete weights call it with those weights
-substituted (torch.func.functional_call); its other parameters (biases, norms, layers left float)
-stay float and are trained alongside the posteriors.
+substituted (torch.func.functional_call); its other parameters (biases, norms, layers left float,
+activation quantisers' steps) stay float. What learns with the posteriors is `trainable()`'s.
 """
 
 from __future__ import annotations
@@ -18,17 +18,21 @@ from torch import nn
 from torch.func import functional_call
 
 from ..calibrate import CalibrationPool, recalibrate_bn
+from ..compress.select import matches_pattern
 from ..errors import UsageError, opt
 from ..formats import TensorizedLayer
+from .activations import quantizers
 from .posterior import QuantizedPosterior
 from .propagate import Gauss, Propagator
 
 
-def quantizable(student: nn.Module, dense: bool) -> list[str]:
+def quantizable(student: nn.Module, dense: bool, exclude: list[str] = ()) -> list[str]:
     """The parameters that get a posterior: every tensorial layer's factors, and with `dense` the
-    weights of the convolutions and linear layers left dense."""
+    weights of the convolutions and linear layers left dense; none of the layers `exclude` matches."""
     names = []
     for name, m in student.named_modules():
+        if any(matches_pattern(p, name) for p in exclude):
+            continue
         if isinstance(m, TensorizedLayer):
             names += [f"{name}.factors.{i}" for i in range(len(m.factors))]
         elif dense and isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -42,21 +46,22 @@ def _key(name: str) -> str:
 
 class BayesianQuantizedNetwork(nn.Module):
     def __init__(self, student: nn.Module, bits: int, dense: bool = False, per_channel: bool = True,
-                 names: list[str] | None = None):
+                 names: list[str] | None = None, exclude: list[str] = ()):
         super().__init__()
         self.student = student.eval()
         self.bits, self.per_channel = bits, per_channel
-        self.names = names if names is not None else quantizable(student, dense)
+        self.names = names if names is not None else quantizable(student, dense, exclude)
         if not self.names:
-            raise UsageError(f"{opt('bqn_bits')}: the model has no compressed layer to quantise; add "
-                             f"{opt('bqn_dense')} to quantise its dense convolutions and linear layers")
+            raise UsageError(f"{opt('bqn_bits')}: the model has no {'' if dense else 'compressed '}layer to quantise"
+                             + ("" if dense else f"; add {opt('bqn_dense')} to quantise its dense convolutions and "
+                                                 "linear layers"))
         params = dict(student.named_parameters())
         self.posteriors = nn.ModuleDict({_key(n): QuantizedPosterior.from_weight(params[n], bits, per_channel)
                                          for n in self.names})
         # the softmax temperature s of Theorem 5.2, learned in log space; the student's logits are already
         # on the right scale, so it starts at 1
         self.log_temperature = nn.Parameter(torch.zeros((), dtype=params[self.names[0]].dtype))
-        self.propagator = Propagator(student)
+        self.propagator = Propagator(student, set(self.names))
 
     def posterior(self, name: str) -> QuantizedPosterior:
         return self.posteriors[_key(name)]
@@ -70,8 +75,12 @@ class BayesianQuantizedNetwork(nn.Module):
         quantised = set(self.names)
         return [p for n, p in self.student.named_parameters() if n not in quantised]
 
-    def trainable(self) -> list[nn.Parameter]:
-        return list(self.posteriors.parameters()) + [self.log_temperature] + self.float_parameters()
+    def trainable(self, float_parameters: bool = False) -> list[nn.Parameter]:
+        """What the ELBO learns: the posteriors, the softmax temperature and the activation quantisers'
+        steps; with `float_parameters`, every other float parameter of the student too."""
+        steps = [m.log_step for m in quantizers(self.student).values() if m.bits > 1]
+        rest = [p for p in self.float_parameters() if not any(p is s for s in steps)] if float_parameters else []
+        return list(self.posteriors.parameters()) + [self.log_temperature] + steps + rest
 
     # -- predictions --------------------------------------------------------------------------------
     def analytic(self, x: torch.Tensor) -> Gauss:

@@ -20,11 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..einsum.moments import expression_moments
-from ..errors import UsageError
+from ..errors import UsageError, opt
 from ..formats import TensorizedLayer
 from ..formats.layer import TensorizedLinear
 from ..inspect.graph import trace
 from . import rules
+from .activations import QuantizedActivation
 
 
 class Gauss(NamedTuple):
@@ -44,16 +45,16 @@ _ACTIVATION_MODULES = (nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Hardswish, nn.H
 _ACTIVATION_FUNCTIONS = {F.silu, F.gelu, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.hardswish, F.hardsigmoid,
                          F.relu6, F.leaky_relu, F.elu, F.softplus, F.mish, F.hardtanh}
 _ACTIVATION_METHODS = {"sigmoid", "tanh"}
-_MODULE_RULES = (TensorizedLayer, nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d, nn.ReLU, nn.MaxPool2d,
-                 nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity, nn.modules.dropout._DropoutNd,
-                 *_ACTIVATION_MODULES)
+_MODULE_RULES = (TensorizedLayer, QuantizedActivation, nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.BatchNorm1d,
+                 nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity,
+                 nn.modules.dropout._DropoutNd, *_ACTIVATION_MODULES)
 _FUNCTIONS = {operator.add, torch.add, operator.mul, torch.mul, F.relu, torch.relu, torch.flatten, F.max_pool2d,
               F.avg_pool2d, F.adaptive_avg_pool2d, F.pad, operator.getitem, torch.cat, F.dropout, torch.mean,
               F.batch_norm, F.linear, F.conv2d, *_ACTIVATION_FUNCTIONS, *_COMPARISONS}
 _METHODS = _ELEMENTWISE_COPY | _ACTIVATION_METHODS | {"relu", "size", "dim", "mean"}
-SUPPORTED = ("convolutions, linear and tensorial layers, eval-mode batch norm, ReLU and other elementwise "
-             "activations (SiLU, GELU, sigmoid, tanh, hard-swish, ...), max and average pooling, means, residual "
-             "sums, products (squeeze-excite gates), concatenation, flatten and reshapes")
+SUPPORTED = ("convolutions, linear and tensorial layers, eval-mode batch norm, ReLU (float or quantised) and other "
+             "elementwise activations (SiLU, GELU, sigmoid, tanh, hard-swish, ...), max and average pooling, means, "
+             "residual sums, products (squeeze-excite gates), concatenation, flatten and reshapes")
 
 
 def _map(fn, *args, **kwargs):
@@ -73,15 +74,54 @@ def _map(fn, *args, **kwargs):
 
 class Propagator:
     """Moments of `model`'s output for deterministic inputs; the weights' moments come from
-    `weight_moments(parameter name, parameter)`."""
+    `weight_moments(parameter name, parameter)`.
 
-    def __init__(self, model: nn.Module):
+    `quantised` names the parameters that carry a posterior (None: every conv, linear and tensorial
+    layer's). A value that none of them (nor a random input) reaches is deterministic: its operation
+    runs as in the plain forward pass, so it needs no moment rule. An operation without a rule that a
+    random value reaches is refused here, before any work, by name."""
+
+    def __init__(self, model: nn.Module, quantised: set[str] | None = None):
         self.graph = trace(model)
         self.model = model
+        self.quantised = quantised
+        # {input random?: {node name: the quantised layer (or "the input") that makes it random}}
+        self.sources = {random_input: self._sources(random_input) for random_input in (False, True)}
         self._check()
 
-    def _check(self) -> None:
+    def _holds_posterior(self, node: torch.fx.Node) -> bool:
+        if node.op == "get_attr":
+            names = [node.target]
+        elif node.op == "call_module":
+            m = self.graph.get_submodule(node.target)
+            if self.quantised is None:
+                return isinstance(m, (TensorizedLayer, nn.Conv2d, nn.Linear))
+            names = [f"{node.target}.{n}" for n, _ in m.named_parameters()]
+        else:
+            return False
+        if self.quantised is None:
+            return node.op == "get_attr"
+        return any(n in self.quantised for n in names)
+
+    def _sources(self, random_input: bool) -> dict[str, str]:
+        sources: dict[str, str] = {}
         for node in self.graph.graph.nodes:
+            if node.op == "placeholder":
+                if random_input:
+                    sources[node.name] = "the input"
+            elif self._holds_posterior(node):
+                sources[node.name] = f"{node.target!r}"
+            else:
+                upstream = [sources[a.name] for a in node.all_input_nodes if a.name in sources]
+                if upstream:
+                    sources[node.name] = upstream[0]
+        return sources
+
+    def _check(self) -> None:
+        random = self.sources[True] if self.quantised is None else self.sources[False]
+        for node in self.graph.graph.nodes:
+            if node.name not in random:
+                continue  # computed as in the forward pass
             why = None
             if node.op == "call_module":
                 m = self.graph.get_submodule(node.target)
@@ -97,11 +137,15 @@ class Propagator:
             elif node.op == "call_method" and node.target not in _METHODS:
                 why = f"method .{node.target}() (node {node.name})"
             if why:
-                raise UsageError(f"BQN cannot propagate moments through {why}: it handles {SUPPORTED}")
+                fed = random[node.name]
+                hint = (f"; its input is random because of the quantised layer {fed}: leave the layers before it "
+                        f"float with {opt('bqn_exclude')}" if fed != "the input" else "")
+                raise UsageError(f"BQN cannot propagate moments through {why}: it handles {SUPPORTED}{hint}")
 
     def __call__(self, x: torch.Tensor, weight_moments: WeightMoments, x_var: torch.Tensor | None = None) -> Gauss:
         env: dict[str, object] = {}
         gm = self.graph
+        random = self.sources[x_var is not None]
 
         def value(a):
             return torch.fx.node.map_arg(a, lambda n: env[n.name])
@@ -109,6 +153,13 @@ class Propagator:
         for node in gm.graph.nodes:
             if node.op == "placeholder":
                 env[node.name] = Gauss(x, x_var)
+            elif node.op == "output":
+                out = value(node.args)[0]
+                return out if isinstance(out, Gauss) else Gauss(out, None)
+            elif node.name not in random and self.quantised is not None:
+                env[node.name] = _plain(gm, node, value(node.args), value(node.kwargs))
+            elif self._pools_signs(node):
+                env[node.name] = _binary_max_pool(gm, node, value(node.args), value(node.kwargs))
             elif node.op == "get_attr":  # a parameter used by a functional call (F.linear(x, self.weight))
                 value_ = functools.reduce(getattr, node.target.split("."), gm)
                 if isinstance(value_, nn.Parameter):
@@ -132,10 +183,16 @@ class Propagator:
                     env[node.name] = Gauss(*rules.reduce_mean(args[0], *args[1:], **kwargs))
                 else:
                     env[node.name] = _map(lambda t, *a, m=node.target, **k: getattr(t, m)(*a, **k), *args, **kwargs)
-            elif node.op == "output":
-                out = value(node.args)[0]
-                return out if isinstance(out, Gauss) else Gauss(out, None)
         raise RuntimeError("the traced graph has no output")
+
+    def _pools_signs(self, node: torch.fx.Node) -> bool:
+        """A max pooling whose input is a sign activation's output: a two-point variable, pooled exactly."""
+        pools = (node.op == "call_function" and node.target is F.max_pool2d) or (
+            node.op == "call_module" and isinstance(self.graph.get_submodule(node.target), nn.MaxPool2d))
+        if not pools or not isinstance(node.args[0], torch.fx.Node) or node.args[0].op != "call_module":
+            return False
+        source = self.graph.get_submodule(node.args[0].target)
+        return isinstance(source, QuantizedActivation) and source.bits == 1
 
     @staticmethod
     def _module(name: str, m: nn.Module, x: Gauss, weight_moments: WeightMoments) -> Gauss:
@@ -152,6 +209,8 @@ class Propagator:
             return Gauss(*rules.batch_norm(x, m))
         if isinstance(m, nn.ReLU):
             return Gauss(*rules.relu(x))
+        if isinstance(m, QuantizedActivation):
+            return Gauss(*m.moments(x))
         if isinstance(m, _ACTIVATION_MODULES):
             return Gauss(*rules.elementwise(m, x))
         if isinstance(m, nn.MaxPool2d):
@@ -237,6 +296,37 @@ class Propagator:
         if not any(isinstance(a, Gauss) for a in args):
             return fn(*args, **kwargs)
         return _map(fn, *args, **kwargs)  # selections, padding, flatten, eval-mode dropout
+
+
+def _binary_max_pool(gm: torch.fx.GraphModule, node: torch.fx.Node, args, kwargs) -> Gauss:
+    if node.op == "call_module":
+        m = gm.get_submodule(node.target)
+        a = {"input": args[0], "kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding,
+             "ceil_mode": m.ceil_mode}
+    else:
+        a = _bind(args, kwargs, ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode"),
+                  {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False})
+    return Gauss(*rules.binary_max_pool(a["input"], a["kernel_size"], a["stride"], a["padding"], a["ceil_mode"]))
+
+
+def _plain(gm: torch.fx.GraphModule, node: torch.fx.Node, args, kwargs) -> object:
+    """A node none of whose inputs is random, computed as the forward pass computes it."""
+    def strip(v):
+        if isinstance(v, Gauss):
+            return v.mean
+        if isinstance(v, (list, tuple)):
+            return type(v)(strip(u) for u in v)
+        return v
+    args, kwargs = strip(args), {k: strip(v) for k, v in kwargs.items()}
+    if node.op == "get_attr":
+        return functools.reduce(getattr, node.target.split("."), gm)
+    if node.op == "call_module":
+        out = gm.get_submodule(node.target)(*args, **kwargs)
+    elif node.op == "call_function":
+        out = node.target(*args, **kwargs)
+    else:
+        out = getattr(args[0], node.target)(*args[1:], **kwargs)
+    return Gauss(out, None) if isinstance(out, torch.Tensor) else out
 
 
 def _moments(w) -> tuple[torch.Tensor, torch.Tensor | None]:

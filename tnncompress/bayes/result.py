@@ -27,5 +27,7 @@ class BqnReport:
     sharpen: float = 1.0  # the categoricals' temperature went from 1 to 1/sharpen over the updates
     recalibrated: int = 0  # pool images each concrete QNN's batch norms were re-estimated on (0: not)
     temperature_folded_into: str | None = None  # the layer whose weights absorbed 1/temperature (None: not folded)
+    activations: dict | None = None  # quantised activations: bits, nodes, fitted and learned steps (None: float)
+    train_float: bool = False  # the float parameters learned with the posterior
     codes_file: str = "bqn.safetensors"
     notes: list[str] = field(default_factory=list)

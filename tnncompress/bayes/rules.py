@@ -225,3 +225,40 @@ def batch_norm(x: Moments, bn) -> Moments:
     if bn.bias is not None:
         mean = mean + bn.bias.view(shape)
     return mean, (None if v is None else v * (a * a).view(shape))
+
+
+def sign(x: Moments) -> Moments:
+    """The binary activation of the dissertation's QNNs, +1 where h > 0 and -1 elsewhere, for
+    h ~ N(m, v): with p = P(h > 0) = Phi(m / s), E = 2p - 1 and Var = 4 p (1 - p)."""
+    m, v = x
+    if v is None:
+        return 2.0 * (m > 0).to(m.dtype) - 1.0, None
+    p = _cdf(m / torch.sqrt(v.clamp_min(VAR_FLOOR)))
+    return 2.0 * p - 1.0, 4.0 * p * (1.0 - p)
+
+
+def staircase(x: Moments, step: torch.Tensor, top: int) -> Moments:
+    """A quantised ReLU, step x clamp(round(h / step), 0, top), for h ~ N(m, v). It is step times the
+    number of thresholds t_k = (k - 1/2) step (k = 1 .. top) that h exceeds, so with P_k = P(h > t_k):
+    E = step sum_k P_k, and, since n^2 = sum_{k <= n} (2k - 1), E[.^2] = step^2 sum_k (2k - 1) P_k."""
+    m, v = x
+    if v is None:
+        return torch.clamp(torch.round(m / step), 0, top) * step, None
+    s = torch.sqrt(v.clamp_min(VAR_FLOOR))
+    count, second = torch.zeros_like(m), torch.zeros_like(m)
+    for k in range(1, top + 1):
+        p = _cdf((m - (k - 0.5) * step) / s)
+        count, second = count + p, second + (2 * k - 1) * p
+    return step * count, (step * step) * (second - count * count).clamp_min(0.0)
+
+
+def binary_max_pool(x: Moments, kernel, stride=None, padding=0, ceil_mode: bool = False) -> Moments:
+    """2-d max pooling of independent {-1, +1} values (sign activations), exactly: with p = P(+1) =
+    (1 + m) / 2 per entry, the window's maximum is +1 unless every entry is -1, P = 1 - prod (1 - p).
+    (Clark's Gaussian moment matching is far off for two-point distributions.)"""
+    m, v = x
+    if v is None:
+        return F.max_pool2d(m, kernel, stride, padding, ceil_mode=ceil_mode), None
+    p_minus = _pool_windows((1.0 - m) / 2, kernel, stride, padding, ceil_mode, 1.0)  # a padded entry never wins
+    p = 1.0 - p_minus.clamp(0.0, 1.0).prod(-1)
+    return 2.0 * p - 1.0, 4.0 * p * (1.0 - p)

@@ -1,12 +1,14 @@
 """Learning the posterior: the alternative ELBO minimised with the distillation machinery's phase loop
 (the same batch stream and augmentation, Adam with a cosine schedule, the NaN/explosion guard,
-checkpoints every epoch, resume, progress bars).
+checkpoints every epoch, resume, progress bars, and under torchrun each process its share of every
+batch with the gradients averaged).
 
-Only the posteriors (logits and scales) and the softmax temperature learn; the student's float
-parameters stay as distilled. The categoricals' own temperature is annealed from 1 to 1/`sharpen`
-(geometric in the step, so a resumed run recomputes it): early updates move probability between
-levels freely, the last ones fit the bound to an almost deterministic network, the MAP QNN that is
-exported. With `targets="teacher"` the bound is taken against the teacher's softmax.
+The posteriors (logits and scales), the softmax temperature and the activation quantisers' steps
+learn; the student's other float parameters stay as distilled unless `train_float`. The categoricals'
+own temperature is annealed from 1 to 1/`sharpen` (geometric in the step, so a resumed run recomputes
+it): early updates move probability between levels freely, the last ones fit the bound to an almost
+deterministic network, the MAP QNN that is exported. With `targets="teacher"` the bound is taken
+against the teacher's softmax.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ..data import ClassificationData
 from ..distill import Context, DistillConfig
@@ -45,14 +48,22 @@ def learn_posterior(bqn: BayesianQuantizedNetwork, teacher: nn.Module | None, tr
     bqn.to(ctx.device)
     if teacher is not None:
         teacher.to(ctx.device).eval()
+    params = bqn.trainable(config.train_float)
     for p in bqn.student.parameters():
-        p.requires_grad_(False)
-    params = [p for p in bqn.posteriors.parameters()] + [bqn.log_temperature]
+        p.requires_grad_(any(p is q for q in params))
     posteriors = list(bqn.posteriors.values())
 
     def sharpen(step: int) -> None:
         for post in posteriors:
             post.sharpness.fill_(config.sharpen ** (step / steps))
+
+    objective = _Objective(bqn, config.lam, len(train))
+    call = objective
+    if ctx.distributed:  # each process its share of the batch; DDP averages the gradients
+        ctx.broadcast_module(bqn)
+        ids = [torch.device(ctx.device).index] if ctx.device.startswith("cuda") else None
+        call = DistributedDataParallel(objective, device_ids=ids, broadcast_buffers=False,
+                                       find_unused_parameters=config.train_float)  # a float layer off the graph
 
     def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         sharpen(state.step)
@@ -60,7 +71,7 @@ def learn_posterior(bqn: BayesianQuantizedNetwork, teacher: nn.Module | None, tr
         if config.targets == "teacher":
             with torch.no_grad():
                 targets = teacher(x).softmax(1)
-        return elbo_loss(bqn.analytic(x), targets, bqn.temperature, posteriors, config.lam, len(train))
+        return call(x, targets)
 
     path = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir is not None else None
     state = PhaseState()
@@ -76,7 +87,7 @@ def learn_posterior(bqn: BayesianQuantizedNetwork, teacher: nn.Module | None, tr
             torch.save({"version": CHECKPOINT_VERSION, "state": s.to_dict(), "bqn": bqn.state_dict()}, tmp)
             os.replace(tmp, path)
 
-    phase = Phase(0, f"BQN posterior ({config.bits} bit)", "bqn", steps, bqn, params, loss)
+    phase = Phase(0, f"BQN posterior ({config.bits} bit)", "bqn", steps, call, params, loss)
     events: list = []
     started = time.perf_counter()
     with training_progress() as progress:
@@ -89,6 +100,19 @@ def learn_posterior(bqn: BayesianQuantizedNetwork, teacher: nn.Module | None, tr
             "interval_losses": state.losses, "seconds": time.perf_counter() - started,
             "train_seconds": state.seconds, "kl": kl, "temperature": float(bqn.temperature.detach()),
             "guard_events": [vars(e) for e in events]}
+
+
+class _Objective(nn.Module):
+    """The loss as one module's forward, so that DistributedDataParallel sees every parameter it
+    trains (the temperature and the prior term included) reached from its output."""
+
+    def __init__(self, bqn: BayesianQuantizedNetwork, lam: float, dataset_size: int):
+        super().__init__()
+        self.bqn, self.lam, self.dataset_size = bqn, lam, dataset_size
+
+    def forward(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return elbo_loss(self.bqn.analytic(x), targets, self.bqn.temperature, list(self.bqn.posteriors.values()),
+                         self.lam, self.dataset_size)
 
 
 def _read(path: Path, device: str) -> dict:

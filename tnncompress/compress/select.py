@@ -30,7 +30,8 @@ def matches_pattern(pattern: str, name: str) -> bool:
     return fnmatch.fnmatchcase(name, pattern)
 
 
-def _check_patterns(patterns: list[str], names: list[str], option: str) -> None:
+def check_patterns(patterns: list[str], names: list[str], option: str, what: str = "conv or linear layer") -> None:
+    """Refuse a bad regular expression, and a pattern that matches none of `names`."""
     for p in patterns:
         if p.startswith("re:"):
             try:
@@ -38,7 +39,7 @@ def _check_patterns(patterns: list[str], names: list[str], option: str) -> None:
             except re.error as exc:
                 raise UsageError(f"{option} {brief(p)}: bad regular expression ({exc})") from None
         if not any(matches_pattern(p, n) for n in names):
-            raise UsageError(f"{option} {brief(p)} matches no conv or linear layer "
+            raise UsageError(f"{option} {brief(p)} matches no {what} "
                              f"(layers are named like {', '.join(names[:3])})")
 
 
@@ -47,8 +48,8 @@ def select_layers(model: nn.Module, input_size: tuple[int, int, int], include: l
     rows = layer_table(model, input_size, keep_first_last=False)
     names = [r.name for r in rows]
     include, exclude = include or [], exclude or []
-    _check_patterns(include, names, opt("include"))
-    _check_patterns(exclude, names, opt("exclude"))
+    check_patterns(include, names, opt("include"))
+    check_patterns(exclude, names, opt("exclude"))
     defaults = {r.name: r.reason for r in layer_table(model, input_size, keep_first_last=keep_first_last)}
     choices = []
     for r in rows:

@@ -44,6 +44,16 @@ class Context:
             for t in list(module.parameters()) + list(module.buffers()):
                 dist.broadcast(t.data, 0)
 
+    def average(self, value: float) -> float:
+        """The mean of `value` over the processes (a loss of each one's share of the batch: the loss of
+        the whole batch when the shares are equal)."""
+        if not self.distributed:
+            return value
+        t = torch.tensor([value], dtype=torch.float64,
+                         device=self.device if self.device.startswith("cuda") else "cpu")
+        dist.all_reduce(t)
+        return float(t.item()) / self.world
+
     def all_agree(self, flag: bool) -> bool:
         """True on every process when `flag` is true on any (e.g. "the loss exploded")."""
         if not self.distributed:

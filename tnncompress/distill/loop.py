@@ -88,7 +88,7 @@ def train_phase(phase: Phase, stream: BatchStream, config: DistillConfig, ctx: C
         x, y = (phase.stream or stream).batch(phase.index, state.step)
         with autocast:
             loss = phase.loss(x, y)
-        value = float(loss.detach())
+        value = ctx.average(float(loss.detach()))  # what is recorded and guarded: the whole batch's loss
         if state.first_loss is None:
             state.first_loss = value
         bad = not math.isfinite(value) or value > config.explode_factor * max(state.first_loss, 1e-12)

@@ -1,6 +1,7 @@
 """The compressed model on disk: `model.safetensors` (every weight, factors included) and
 `structure.json` (the architecture reference and, per compressed layer, its format, ranks,
-tensorization, convolution hyper-parameters, evaluation plan and the form it loads in). `load(DIR)`
+tensorization, convolution hyper-parameters, evaluation plan and the form it loads in; and a BQN's
+quantised activations, when it has them). `load(DIR)`
 rebuilds the `nn.Module` from these two files alone: the architecture from its constructor, the
 tensorial layers from their records, the weights strictly from safetensors. Nothing is unpickled.
 
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from .. import __version__
+from ..bayes import activations
 from ..einsum import paths
 from ..einsum.autotune import path_fits
 from ..errors import CheckpointError, UntrustedCheckpointError, UsageError, brief, opt
@@ -76,6 +78,9 @@ def write_compressed(directory: Path, model: nn.Module, arch: str, arch_kwargs: 
               if isinstance(m, TensorizedLayer)]
     structure = {"schema": STRUCTURE_SCHEMA, "tnncompress_version": __version__, "arch": arch,
                  "arch_kwargs": arch_kwargs, "input_size": list(input_size), "layers": layers, **(metadata or {})}
+    quantised = activations.record(model)
+    if quantised is not None:
+        structure["activations"] = quantised
     directory.mkdir(parents=True, exist_ok=True)
     save_state_dict(model.state_dict(), directory / WEIGHTS,
                     metadata={"format": "tnncompress", "schema": str(STRUCTURE_SCHEMA), "arch": arch,
@@ -128,6 +133,11 @@ def _build(structure: dict, spec, kwargs: dict, origin: str, device: str) -> nn.
             except (AttributeError, KeyError, TypeError, ValueError) as exc:
                 raise CheckpointError(f"{origin}: layer record {brief(name)} is invalid "
                                       f"({type(exc).__name__}: {brief(str(exc), 200)})") from None
+        if "activations" in structure:  # a BQN's quantised activations, replayed on the rebuilt model
+            try:
+                model = activations.from_record(model, structure["activations"])
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"{origin}: 'activations' is invalid ({brief(str(exc), 200)})") from None
     return model
 
 

@@ -34,6 +34,11 @@ class OnnxCheck:
     rtol: float
     atol: float
     matches: bool
+    # with quantised activations: samples allowed to differ (a rounding threshold between the two
+    # runtimes' float32 results moves one activation by a level), and how many did; the error above is
+    # over the other samples
+    samples: int = 0
+    differing: int = 0
 
 
 def to_onnx(model: nn.Module, input_size: tuple[int, int, int], opset: int = OPSET) -> bytes:
@@ -78,9 +83,15 @@ def session(graph: bytes, spinning: bool = False):
     return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
 
+DISCONTINUOUS_BATCHES = (1, 3, 96)
+DIFFERING_SHARE = 0.02  # of the samples of a graph with quantised activations (measured: 1 in 2,000)
+
+
 def verify(graph: bytes, model: nn.Module, input_size: tuple[int, int, int], batches=(1, 3), seed: int = 0,
-           rtol: float = RTOL, atol: float = ATOL) -> OnnxCheck:
-    """Check the graph and compare onnxruntime with `model`; returns the worst errors seen."""
+           rtol: float = RTOL, atol: float = ATOL, discontinuous: bool = False) -> OnnxCheck:
+    """Check the graph and compare onnxruntime with `model`; returns the worst errors seen. A
+    `discontinuous` model (quantised activations) is compared on more samples, of which a few may
+    differ beyond the tolerance."""
     import onnx
 
     try:
@@ -90,7 +101,8 @@ def verify(graph: bytes, model: nn.Module, input_size: tuple[int, int, int], bat
     sess = session(graph)
     generator = torch.Generator().manual_seed(seed)
     model = model.eval().cpu()
-    worst_abs, worst_excess = 0.0, 0.0
+    batches = DISCONTINUOUS_BATCHES if discontinuous else batches
+    worst_abs, samples, differing = 0.0, 0, 0
     for batch in batches:
         x = torch.randn(batch, *input_size, generator=generator)
         with torch.no_grad():
@@ -104,12 +116,15 @@ def verify(graph: bytes, model: nn.Module, input_size: tuple[int, int, int], bat
             if not np.isfinite(values).all():
                 raise ExportError(f"{name} outputs are not finite (NaN or infinity) on random inputs at batch "
                                   f"{batch}: the model cannot be checked, and would not be usable")
-        diff = np.abs(got - expected)
-        worst_abs = max(worst_abs, float(diff.max()))
-        worst_excess = max(worst_excess, float((diff - (atol + rtol * np.abs(expected))).max()))
-    result = OnnxCheck("passed", list(batches), worst_abs, rtol, atol, worst_excess <= 0)
+        diff = np.abs(got - expected).reshape(batch, -1)
+        ok = (diff <= atol + rtol * np.abs(expected).reshape(batch, -1)).all(1)
+        samples, differing = samples + batch, differing + int((~ok).sum())
+        kept = diff[ok] if discontinuous else diff
+        worst_abs = max(worst_abs, float(kept.max()) if kept.size else 0.0)
+    allowed = int(DIFFERING_SHARE * samples) if discontinuous else 0
+    result = OnnxCheck("passed", list(batches), worst_abs, rtol, atol, differing <= allowed, samples, differing)
     if not result.matches:
-        raise ExportError(f"onnxruntime differs from PyTorch by up to {worst_abs:.3g} "
-                          f"(allowed: atol {atol} + rtol {rtol} x |value|)")
+        raise ExportError(f"onnxruntime differs from PyTorch beyond atol {atol} + rtol {rtol} x |value| on "
+                          f"{differing} of {samples} random inputs (allowed: {allowed}); max |error| "
+                          f"{worst_abs:.3g} on the others")
     return result
-

@@ -16,7 +16,9 @@ NORMS = (nn.BatchNorm2d, nn.BatchNorm1d, nn.GroupNorm, nn.LayerNorm, nn.Instance
 
 class _Tracer(torch.fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, TensorizedLayer) or super().is_leaf_module(m, qualname)
+        # a module may ask to be one operation of the graph (the BQN's activation quantisers)
+        return (isinstance(m, TensorizedLayer) or getattr(type(m), "traced_as_leaf", False)
+                or super().is_leaf_module(m, qualname))
 
 
 def trace(model: nn.Module) -> torch.fx.GraphModule:

@@ -91,9 +91,11 @@ def _flops(m: nn.Module, out: list[int] | None) -> int:
 
 
 def _why_not(m: nn.Module, name: str, first_conv: str | None, last_linear: str | None,
-             keep_first_last: bool) -> str:
+             keep_first_last: bool, called: bool) -> str:
     if isinstance(m, _UNSUPPORTED_WEIGHTED):
         return f"unsupported type {type(m).__name__}"
+    if not called:  # no input shape to plan for; its weights are still saved as they are
+        return "not called in the forward pass"
     if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels:
         return "depthwise convolution (nothing to factorise)"
     if keep_first_last and name == first_conv:
@@ -114,7 +116,7 @@ def layer_table(model: nn.Module, input_size: tuple[int, int, int], keep_first_l
     last_linear = linears[-1] if linears else None
     rows = []
     for name, m in modules:
-        reason = _why_not(m, name, first_conv, last_linear, keep_first_last)
+        reason = _why_not(m, name, first_conv, last_linear, keep_first_last, name in shapes)
         conv = isinstance(m, nn.Conv2d)
         rows.append(LayerInfo(
             name=name, kind=type(m).__name__, kernel=list(m.weight.shape),

@@ -66,7 +66,7 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         with clock.stage("load"):
             loaded, test, train = stages.load(recipe, spec)
             if recipe.bqn.enabled:
-                stages.check_bqn(loaded)
+                stages.check_bqn(recipe, loaded)
             pool = stages.calibration(recipe, train)
         orthogonal = recipe.spectral.orthogonal  # selected convolutions become orthogonal, not factorised
         with clock.stage("plan"):
@@ -100,16 +100,19 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         if control is not None:
             with clock.stage("spectral"):
                 spectral = stages.spectral_end(recipe, loaded, student, control, spectral)
+        learned = None
+        if recipe.bqn.enabled:  # every process learns; rank 0 evaluates and exports below
+            with clock.stage("bqn"):
+                learned = stages.bqn_learn(recipe, loaded, student, train, ctx, ws.checkpoints, resume, pool)
         if ctx.distributed:  # the processes part here: rank 0 evaluates and writes alone
             ctx.barrier()
             leave_processes()
         if not ctx.main:
             return RunResult(out, None, student)
         bqn, codes = None, None
-        if recipe.bqn.enabled:  # rank 0 alone (under torchrun the others have finished)
+        if learned is not None:
             with clock.stage("bqn"):
-                bqn, codes = stages.bqn(recipe, loaded, student, train, test, ctx, ws.checkpoints, resume,
-                                         pool)
+                bqn, codes, student = stages.bqn_finish(recipe, loaded, learned, test, ctx)
         with clock.stage("evaluate"):
             accuracy = stages.accuracy(recipe, loaded, student, test, ctx, points[0])
         with clock.stage("export"):

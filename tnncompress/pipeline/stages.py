@@ -5,14 +5,17 @@ They call into their packages and log what they did; `run.py` only sequences the
 
 from __future__ import annotations
 
+import copy
 import logging
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..bayes import BayesianQuantizedNetwork, Propagator, evaluate_bqn, learn_posterior
+from ..bayes.activations import fit_steps, quantize_activations, quantizers
 from ..bayes.export import apply_map, fold_temperature
 from ..bayes.result import BqnReport
 from ..calibrate import CalibrationPool, calibration_pool, parse_memory, recalibrate_bn
@@ -27,6 +30,7 @@ from ..compress import (
     plan_model,
     select_layers,
 )
+from ..compress.select import check_patterns, matches_pattern
 from ..data import ClassificationData, DataSpec, load_data
 from ..distill import Context, DistillResult, distil
 from ..distill.units import STUDENT_LAYERS
@@ -236,48 +240,108 @@ def distillation(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train,
     return result
 
 
-def check_bqn(loaded: LoadedModel) -> None:
-    """Refuse, before any work, a model whose operations moment propagation has no rule for (named)."""
-    Propagator(loaded.model)
+def check_bqn(recipe: Recipe, loaded: LoadedModel) -> None:
+    """Refuse, before any work, a model whose operations moment propagation has no rule for (named),
+    taking as quantised every layer the stage may quantise, and activation quantisation without a ReLU."""
+    config = recipe.bqn
+    choices = select(recipe, loaded)
+    candidates = ({c.info.name for c in choices} if config.dense else
+                  {c.info.name for c in choices if c.status == "compress"})
+    if config.exclude:
+        check_patterns(config.exclude, sorted(candidates), opt("bqn_exclude"), "layer the BQN stage quantises")
+    quantised = {f"{name}.{p}" for name in candidates if not any(matches_pattern(q, name) for q in config.exclude)
+                 for p, _ in loaded.model.get_submodule(name).named_parameters()}
+    Propagator(loaded.model, quantised)
+    if config.act_bits:
+        try:
+            quantize_activations(loaded.model, config.act_bits)
+        except ValueError as exc:
+            raise UsageError(f"{opt('bqn_act_bits')}: {exc}") from None
 
 
-def bqn(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, test, ctx: Context, checkpoints: Path,
-        resume: bool, pool: CalibrationPool | None) -> tuple[BqnReport, dict]:
-    """Learn the quantized posterior over the student's factors, evaluate it three ways (and the float
-    student and plain PTQ on the same grid before it), then leave the student holding its MAP QNN.
-    Returns the report section and the integer codes to export."""
-    config, e = recipe.bqn, recipe.evaluate
-    network = BayesianQuantizedNetwork(student, config.bits, config.dense, config.scale == "channel")
-    log.info("BQN: %d tensors, %d weights at %d bits", len(network.names), network.quantised_count(), config.bits)
+@dataclass
+class BqnState:
+    """The BQN stage between learning (every process) and evaluation and export (rank 0)."""
+
+    network: BayesianQuantizedNetwork
+    student: nn.Module  # the network's student: a new module when activations are quantised
+    float_student: nn.Module  # copies taken before learning, evaluated afterwards
+    ptq: nn.Module
+    norms: CalibrationPool | None  # what concrete QNNs have their batch norms re-estimated on
+    activations: dict | None
+    training: dict
+
+
+def bqn_learn(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, ctx: Context, checkpoints: Path,
+              resume: bool, pool: CalibrationPool | None) -> BqnState:
+    """Learn the quantized posterior over the student's factors (and, with quantised activations, over
+    a student whose ReLUs are quantisers). Runs in every process under torchrun (each its share of
+    every batch, gradients averaged); the float student and plain PTQ on the same grid are kept to be
+    evaluated by `bqn_finish`."""
+    config = recipe.bqn
+    float_student, activations = copy.deepcopy(student).cpu(), None
+    if config.act_bits:
+        student, activations = quantised_activations(student, config.act_bits, pool, ctx.device)
+    network = BayesianQuantizedNetwork(student, config.bits, config.dense, config.scale == "channel",
+                                       exclude=config.exclude)
+    log.info("BQN: %d tensors, %d weights at %d bits%s", len(network.names), network.quantised_count(), config.bits,
+             f", {len(activations['nodes'])} activations at {config.act_bits} bits" if activations else "")
     norms = pool.head(config.recalibrate) if pool is not None and config.recalibrate else None
-    float_student, ptq = None, None
-    if test is not None:
-        float_student = evaluate(student, test, batch_size=e.batch_size, device=ctx.device, limit=e.limit,
-                                 description="evaluating (float student)")
-        with torch.no_grad():
-            map_at_start = network.weights("map")
-        ptq = evaluate(network.qnn(map_at_start, norms), test, batch_size=e.batch_size, device=ctx.device,
-                       limit=e.limit, description="evaluating (post-training quantisation)")
-    checkpoints.mkdir(exist_ok=True)
+    with torch.no_grad():
+        ptq = network.qnn(network.weights("map"), norms).cpu()
+    if ctx.main:
+        checkpoints.mkdir(exist_ok=True)
+    ctx.barrier()
     training = learn_posterior(network, loaded.model if config.targets == "teacher" else None, train, config, ctx,
                                seed=recipe.seed, workers=recipe.data.workers, checkpoint_dir=checkpoints,
                                resume=resume)
-    metrics = None
+    if activations:
+        activations["learned_steps"] = {n: float(m.step.detach()) for n, m in quantizers(student).items()
+                                        if m.bits > 1}
+    return BqnState(network, student, float_student, ptq, norms, activations, training)
+
+
+def bqn_finish(recipe: Recipe, loaded: LoadedModel, state: BqnState, test, ctx: Context
+               ) -> tuple[BqnReport, dict, nn.Module]:
+    """Evaluate the learned posterior three ways (and the float student and PTQ), then leave the student
+    holding its MAP QNN. Returns the report section, the integer codes to export and the student."""
+    config, e, network = recipe.bqn, recipe.evaluate, state.network
+    float_student = ptq = metrics = None
     if test is not None:
+        float_student, ptq = (evaluate(model, test, batch_size=e.batch_size, device=ctx.device, limit=e.limit,
+                                       description=f"evaluating ({name})")
+                              for name, model in (("float student", state.float_student),
+                                                  ("post-training quantisation", state.ptq)))
         metrics = evaluate_bqn(network, test, config.samples, e.batch_size, e.limit, ctx.device, recipe.seed,
-                               norms)
+                               state.norms)
     report = BqnReport(config.bits, config.dense, config.lam, config.targets, list(network.names), network.size(),
-                       training, float_student, ptq, metrics.analytic if metrics else None,
+                       state.training, float_student, ptq, metrics.analytic if metrics else None,
                        metrics.mc if metrics else None, metrics.map if metrics else None, config.samples,
-                       config.sharpen, len(norms) if norms is not None else 0)
+                       config.sharpen, len(state.norms) if state.norms is not None else 0,
+                       activations=state.activations, train_float=config.train_float)
     report.temperature_folded_into = fold_temperature(network)
-    codes = apply_map(network, norms)
+    codes = apply_map(network, state.norms)
     network.cpu(), loaded.model.cpu()
     if metrics is not None:
         log.info("BQN %d bit: analytic %.2f%%, MC(S=%d) %.2f%%, MAP %.2f%% (float %.2f%%, PTQ %.2f%%)", config.bits,
                  100 * metrics.analytic.top1, config.samples, 100 * metrics.mc.top1, 100 * metrics.map.top1,
                  100 * float_student.top1, 100 * ptq.top1)
-    return report, codes
+    return report, codes, state.student
+
+
+def quantised_activations(student: nn.Module, bits: int, pool: CalibrationPool | None, device: str
+                          ) -> tuple[nn.Module, dict]:
+    """The student with its ReLUs quantised: steps fitted to the float ReLUs' outputs on the pool, then
+    its batch norms re-estimated under the quantised activations (sign changes every statistic after it)."""
+    student = quantize_activations(student, bits).to(device)
+    steps = {}
+    if pool is not None:
+        steps = fit_steps(student, pool.batches(256, device))
+        recalibrate_bn(student, pool)
+    nodes = sorted(quantizers(student))
+    log.info("activations: %d ReLUs quantised to %d bits%s", len(nodes), bits,
+             " (steps fitted on the pool, norms re-estimated)" if pool is not None else "")
+    return student, {"bits": bits, "nodes": nodes, "steps": steps, "recalibrated": len(pool) if pool else 0}
 
 
 def accuracy(recipe: Recipe, loaded: LoadedModel, student: nn.Module, test: ClassificationData | None,
@@ -314,7 +378,7 @@ def export(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Mod
     log.info("choosing each layer's ONNX form (%s)", x.deploy_form)
     deployed, forms = deployable(student, loaded.input_size, x.deploy_batch, x.deploy_form, runtime="onnxruntime")
     graph = to_onnx(deployed, loaded.input_size)
-    check = verify(graph, student, loaded.input_size, seed=recipe.seed)
+    check = verify(graph, student, loaded.input_size, seed=recipe.seed, discontinuous=bool(quantizers(student)))
     (directory / ONNX_FILE).write_bytes(graph)
     report = OnnxReport(ONNX_FILE, OPSET, operator_counts(graph), check, forms)
     log.info("ONNX: %d layers as factor chains, %d dense (%s); max |onnxruntime - PyTorch| %.2g",

@@ -98,8 +98,10 @@ def render_markdown(report: RunReport) -> str:
         lines += ["Not exported (--no-onnx).", ""]
     else:
         lines += [f"opset {onnx.opset}, dynamic batch; onnx.checker {onnx.check.checker}; onnxruntime vs PyTorch "
-                  f"max |error| {onnx.check.max_abs_error:.3g} (rtol {onnx.check.rtol}, atol {onnx.check.atol}); "
-                  f"layers as factor chains: {onnx.factor_layers}, as rebuilt dense kernels: {onnx.dense_layers}.",
+                  f"max |error| {onnx.check.max_abs_error:.3g} (rtol {onnx.check.rtol}, atol {onnx.check.atol})"
+                  + (f", {onnx.check.differing} of {onnx.check.samples} inputs beyond it (quantised activations: "
+                     "a rounding threshold between the runtimes' float32 results)" if onnx.check.differing else "")
+                  + f"; layers as factor chains: {onnx.factor_layers}, as rebuilt dense kernels: {onnx.dense_layers}.",
                   "", *_forms(onnx.forms)]
     if report.load_forms is not None:
         lines += ["## Load form", "", "The form each layer takes in `tnncompress.load(DIR)` (eager PyTorch; "
@@ -169,7 +171,9 @@ def _bqn(b) -> list[str]:
              f"prior {t['kl']:.4g} nats, temperature {t['temperature']:.3f}"
              + (f", categoricals annealed to temperature 1/{b.sharpen:g}" if b.sharpen != 1 else "") + ". "
              + (f"Every concrete QNN's batch norms re-estimated on {b.recalibrated:,} pool images."
-                if b.recalibrated else "Concrete QNNs keep the float student's batch-norm statistics."),
+                if b.recalibrated else "Concrete QNNs keep the float student's batch-norm statistics.")
+             + (" The float parameters learned with the posterior." if b.train_float else ""),
+             *_activations(b.activations),
              f"MAP QNN: {size['bytes']:,} bytes ({size['bits_per_weight']:.2f} bits per weight over all weights) "
              f"against {size['float32_bytes']:,} in float32 ({size['ratio']:.2f}x smaller); codes in "
              f"`{b.codes_file}`; "
@@ -185,6 +189,16 @@ def _bqn(b) -> list[str]:
     lines += ["| model | top-1 | NLL | ECE |", "|---|---:|---:|---:|"]
     lines += [f"| {name} | {_pct(m.top1)} | {m.nll:.4f} | {m.ece:.4f} |" for name, m in rows if m is not None]
     return lines
+
+
+def _activations(a: dict | None) -> list[str]:
+    if not a:
+        return []
+    kind = "sign activations ({-1, +1})" if a["bits"] == 1 else f"{a['bits']}-bit quantised ReLUs"
+    steps = a.get("learned_steps") or {}
+    span = f"; steps {min(steps.values()):.3g} to {max(steps.values()):.3g} after training" if steps else ""
+    return [f"Activations: {len(a['nodes'])} ReLUs became {kind}{span}; batch norms re-estimated on "
+            f"{a.get('recalibrated', 0):,} pool images under them before the posterior was learned."]
 
 
 _ASSIGNMENT = {"measured": "each layer its fastest form", "dense": "every layer dense",
