@@ -79,9 +79,10 @@ def _time(runs: dict, min_time: float) -> dict[str, float]:
     return {k: 1e3 * v for k, v in interleaved_medians(runs, min_time=min_time, max_rounds=20, min_rounds=3).items()}
 
 
-def cell(model, size, name: str, fmt: str, rate_by: str, rate: float, min_time: float) -> dict:
+def cell(model, size, name: str, fmt: str, rate_by: str, rate: float, min_time: float, multiple: int = 1) -> dict:
     choices = [c for c in select_layers(model, size) if c.status == "compress"]
-    plans = [plan_layer(model.get_submodule(c.info.name), c.info, fmt, rate, rate_by) for c in choices]
+    plans = [plan_layer(model.get_submodule(c.info.name), c.info, fmt, rate, rate_by, multiple=multiple)
+             for c in choices]
     plans = [p for p in plans if p.ranks is not None]
     t0 = time.perf_counter()
     student = compress_model(model, plans)[0] if name == "resnet32" else random_student(model, plans)
@@ -99,7 +100,8 @@ def cell(model, size, name: str, fmt: str, rate_by: str, rate: float, min_time: 
     graphs = {"original": to_onnx(model, size), **{k: to_onnx(m[0], size) for k, m in forms.items()}}
     sessions = {k: session(g) for k, g in graphs.items()}
     eager = {"original": model, **{k: m[1] for k, m in forms.items()}}
-    row = {"model": name, "format": fmt, "rate_by": rate_by, "rate": rate, "layers": len(plans),
+    row = {"model": name, "format": fmt, "rate_by": rate_by, "rate": rate, "rank_multiple": multiple,
+           "layers": len(plans),
            "flops_ratio": flops, "init_s": decomp, "decide_onnx_s": t_onnx, "decide_eager_s": t_eager,
            "onnx_picked": onnx_decision.picked, "eager_picked": eager_decision.picked,
            "onnx_factor_layers": sum(c.form == "factors" for c in onnx_decision.layers),
@@ -127,6 +129,8 @@ def table(rows: list[dict]) -> str:
              "|---|---|---|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         target = f"{r['rate']:.0%} {'params' if r['rate_by'] == 'params' else 'FLOPs'}"
+        if r.get("rank_multiple", 1) > 1:
+            target += f", ranks x{r['rank_multiple']}"
         for runtime in ("onnx", "eager"):
             for batch, ms in r[f"{runtime}_ms"].items():
                 s = {k: ms["original"] / ms[k] for k in ("default", "dense", "factors")}
@@ -142,6 +146,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--models", nargs="+", default=["resnet32", "resnet50"])
     parser.add_argument("--formats", nargs="+", default=list(FORMATS))
+    parser.add_argument("--targets", nargs="+", default=[f"{b}:{r}" for b, r in TARGETS],
+                        help="RATE_BY:RATE cells (default: params:0.1 flops:0.25)")
+    parser.add_argument("--rank-multiple", type=int, default=1, help="run --rank-multiple")
     parser.add_argument("--table", action="store_true", help="print the table of --out and stop")
     args = parser.parse_args()
     doc = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
@@ -149,11 +156,13 @@ def main() -> None:
         for name in args.models:
             model, size = {"resnet32": resnet32, "resnet50": resnet50}[name]()
             for fmt in args.formats:
-                for rate_by, rate in TARGETS:
-                    key = (name, fmt, rate_by, rate)
-                    if any((r["model"], r["format"], r["rate_by"], r["rate"]) == key for r in doc["rows"]):
+                for rate_by, rate in ((t.split(":")[0], float(t.split(":")[1])) for t in args.targets):
+                    key = (name, fmt, rate_by, rate, args.rank_multiple)
+                    if any((r["model"], r["format"], r["rate_by"], r["rate"], r.get("rank_multiple", 1)) == key
+                           for r in doc["rows"]):
                         continue  # resumable: a finished cell is kept
-                    row = cell(model, size, name, fmt, rate_by, rate, 1.0 if name == "resnet32" else 0.5)
+                    row = cell(model, size, name, fmt, rate_by, rate, 1.0 if name == "resnet32" else 0.5,
+                               args.rank_multiple)
                     doc["rows"].append(row)
                     doc.update(machine=machine(), date=today(), command=" ".join(sys.argv))
                     args.out.parent.mkdir(parents=True, exist_ok=True)

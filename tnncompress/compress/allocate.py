@@ -70,7 +70,8 @@ def greedy_allocate(curves: dict[str, list[Candidate]], budget: float) -> dict[s
 def _ladder(module: nn.Module, info, fmt_name: str, config: CompressConfig, dense_allowed: bool) -> list[LayerPlan]:
     plans, seen = [], set()
     for fraction in LADDER:
-        plan = plan_layer(module, info, fmt_name, fraction, config.rate_by, modes=config.modes)
+        plan = plan_layer(module, info, fmt_name, fraction, config.rate_by, modes=config.modes,
+                          multiple=config.rank_multiple)
         if plan.ranks is not None and tuple(sorted(plan.ranks.items())) not in seen:
             seen.add(tuple(sorted(plan.ranks.items())))
             plans.append(plan)

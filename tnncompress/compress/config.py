@@ -11,6 +11,10 @@ class CompressConfig(Section, name="compress", title="Compression"):
     format: str = option("mcp", "Tensorial format of the compressed layers.", short="-f", choices=tuple(list_formats()))
     rate: float | None = option(None, "Kept share of each layer's parameters.", short="-r", above=0, maximum=1)
     rate_by: str = option("params", "What the rate bounds.", choices=RATE_BY)
+    rank_multiple: int = option(1, "Round each rank the rate chooses down to a multiple of this (smaller ranks are "
+                                   "kept), then spend what the budget has left in steps of it: CPU convolution "
+                                   "kernels are fastest on channel counts that fill their vector block (8 or 16).",
+                                minimum=1)
     modes: int = option(3, "m, the number of channel modes of the reshaped formats.", minimum=1)
     ranks: str | None = option(None, "Ranks file (YAML, JSON, or a report.json): formats and ranks per layer.")
     decomposer: str = option("native", "Layer-Decomp by ours, or by TensorLy's.", choices=tuple(DECOMPOSERS))

@@ -85,5 +85,5 @@ def plan_model(model: nn.Module, choices: list[LayerChoice], config: CompressCon
                 raise UsageError(f"ranks file: layer {choice.info.name} ({layer_fmt}) needs ranks "
                                  f"{', '.join(names)}, got {', '.join(sorted(ranks)) or 'none'}")
         plans.append(plan_layer(module, choice.info, layer_fmt, config.rate, config.rate_by, ranks=ranks,
-                                modes=config.modes))
+                                modes=config.modes, multiple=config.rank_multiple))
     return plans

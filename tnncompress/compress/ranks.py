@@ -55,7 +55,9 @@ def _input_hw(info: LayerInfo) -> tuple[int, int]:
 
 
 def plan_layer(module: nn.Module, info: LayerInfo, fmt_name: str, rate: float | None = None,
-               rate_by: str = "params", ranks: Ranks | None = None, modes: int = 3) -> LayerPlan:
+               rate_by: str = "params", ranks: Ranks | None = None, modes: int = 3, multiple: int = 1) -> LayerPlan:
+    """The layer's format and ranks: `ranks` as given, or those that meet `rate` (each a multiple of
+    `multiple` where the rule chose at least that much)."""
     fmt: Format = get_format(fmt_name)
     shape = kernel_shape(module)
     tz = tensorize(shape.t, shape.in_channels, modes) if fmt.reshaped else None
@@ -75,14 +77,14 @@ def plan_layer(module: nn.Module, info: LayerInfo, fmt_name: str, rate: float | 
     elif rate_by == "params":
         budget = int(rate * info.params) - bias
         chosen = fmt.ranks_for_budget(shape, tz, budget) if budget > 0 else None
-        chosen = fmt.fill_budget(shape, tz, chosen, budget) if chosen is not None else None
+        chosen = _fill(fmt, shape, tz, chosen, budget, None, multiple) if chosen is not None else None
         if chosen is None:
             smallest = fmt.params(shape, tz, dict.fromkeys(fmt.rank_names(tz), 1)) + bias
             plan.reason = f"even rank 1 needs {smallest} parameters, the rate allows {int(rate * info.params)}"
             return plan
     else:
         chosen = _ranks_for_flops(fmt, shape, tz, flops_of, int(rate * info.flops))
-        chosen = fmt.fill_budget(shape, tz, chosen, int(rate * info.flops), flops_of) if chosen is not None else None
+        chosen = _fill(fmt, shape, tz, chosen, int(rate * info.flops), flops_of, multiple) if chosen else None
         if chosen is None:
             plan.reason = f"even rank 1 needs more than {rate:.0%} of the layer's FLOPs"
             return plan
@@ -90,6 +92,15 @@ def plan_layer(module: nn.Module, info: LayerInfo, fmt_name: str, rate: float | 
     plan.params_compressed = fmt.params(shape, tz, chosen) + bias
     plan.flops_compressed = flops_of(chosen)
     return plan
+
+
+def _fill(fmt: Format, shape: KernelShape, tz, ranks: Ranks, budget: int, cost_of, multiple: int) -> Ranks:
+    """The rule's ranks with the budget spent: raised by one while they fit; or, with `multiple` > 1,
+    each first rounded down to a multiple of it (a rank below it is kept) and raised to the next
+    multiple while that fits."""
+    if multiple > 1:
+        ranks = {k: r if r < multiple else r - r % multiple for k, r in ranks.items()}
+    return fmt.fill_budget(shape, tz, ranks, budget, cost_of, step=multiple)
 
 
 def _ranks_for_flops(fmt: Format, shape: KernelShape, tz, flops_of, limit: int) -> Ranks | None:

@@ -102,18 +102,18 @@ class Format(ABC):
                 raise ValueError(f"rank {name} must be a positive integer, got {r!r}")
         return self.effective_ranks(shape, tz, {name: ranks[name] for name in names})
 
-    def fill_budget(self, shape: KernelShape, tz, ranks: Ranks, budget: int, cost_of=None) -> Ranks:
-        """Spend what the format's rule left of `budget`: raise one rank at a time by one (the smallest
-        rank first, the cheapest on ties) while the cost still fits and the rank is below its cap. The
-        cost is the factors' parameter count unless `cost_of(ranks)` says otherwise (FLOPs, for a FLOP
-        target). Single-rank formats are unchanged by a parameter budget: their rule already takes the
-        largest rank that fits."""
+    def fill_budget(self, shape: KernelShape, tz, ranks: Ranks, budget: int, cost_of=None, step: int = 1) -> Ranks:
+        """Spend what the format's rule left of `budget`: raise one rank at a time to the next multiple
+        of `step` (by one, by default; the smallest rank first, the cheapest on ties) while the cost still
+        fits and the rank is below its cap. The cost is the factors' parameter count unless
+        `cost_of(ranks)` says otherwise (FLOPs, for a FLOP target). Single-rank formats are unchanged by a
+        parameter budget: their rule already takes the largest rank that fits."""
         cost_of = cost_of or (lambda r: self.params(shape, tz, r))
         ranks = dict(ranks)
         while True:
             best = None
             for name, r in ranks.items():
-                trial = {**ranks, name: r + 1}
+                trial = {**ranks, name: (r // step + 1) * step}
                 if self.effective_ranks(shape, tz, trial) != trial:  # at its cap: no gain
                     continue
                 cost = cost_of(trial)
