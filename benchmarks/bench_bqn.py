@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, today  # noqa: E402
 from tnncompress.bayes import BayesianQuantizedNetwork  # noqa: E402
+from tnncompress.bayes.activations import fit_steps, quantize_activations  # noqa: E402
 from tnncompress.bayes.objective import elbo_loss  # noqa: E402
 from tnncompress.compress import CompressConfig, compress_model, plan_model, select_layers  # noqa: E402
 from tnncompress.distill import Context, DistillConfig, build_phase, find_units  # noqa: E402
@@ -37,6 +38,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--bits", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--act-bits", type=int, nargs="+", default=[0],
+                    help="activation bits of the BQN rows (run --bqn-act-bits; 0: float activations)")
     ap.add_argument("--min-time", type=float, default=20.0, help="seconds of round-robin timing")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -68,24 +71,32 @@ def main() -> None:
             p.requires_grad_(False)
         networks = {}
         for bits in args.bits:
-            bqn = networks[bits] = BayesianQuantizedNetwork(student, bits)
-            opt = torch.optim.Adam(list(bqn.posteriors.parameters()) + [bqn.log_temperature], lr=1e-5)
+            for act in args.act_bits:
+                net = student
+                if act:  # quantised ReLUs, steps fitted on the timing batch
+                    net = quantize_activations(copy.deepcopy(student), act)
+                    fit_steps(net, [x])
+                bqn = networks[bits, act] = BayesianQuantizedNetwork(net, bits)
+                opt = torch.optim.Adam(bqn.trainable(), lr=1e-5)
 
-            def bqn_step(opt=opt, bqn=bqn):
-                opt.zero_grad(set_to_none=True)
-                elbo_loss(bqn.analytic(x), y, bqn.temperature, list(bqn.posteriors.values()), 1e-3, 60000).backward()
-                opt.step()
+                def bqn_step(opt=opt, bqn=bqn):
+                    opt.zero_grad(set_to_none=True)
+                    elbo_loss(bqn.analytic(x), y, bqn.temperature, list(bqn.posteriors.values()), 1e-3,
+                              60000).backward()
+                    opt.step()
 
-            steps[bits] = bqn_step
+                steps[bits, act] = bqn_step
         times = interleaved_medians(steps, min_time=args.min_time, max_rounds=15)
     kd = times["e2e"]
     result["e2e_step_seconds"] = kd
     print(f"E2E-KD step: {kd * 1e3:.0f} ms", file=sys.stderr)
-    for bits in args.bits:
-        step, size_ = times[bits], networks[bits].size()
-        result["rows"].append({"bits": bits, "bqn_step_seconds": step, "vs_e2e": step / kd, "size": size_})
-        print(f"{bits} bit: BQN step {step * 1e3:.0f} ms ({step / kd:.2f}x E2E-KD); MAP QNN {size_['bytes']:,} B vs "
-              f"float32 {size_['float32_bytes']:,} B ({size_['ratio']:.2f}x)", file=sys.stderr)
+    for bits, act in networks:
+        step, size_ = times[bits, act], networks[bits, act].size()
+        result["rows"].append({"bits": bits, "act_bits": act, "bqn_step_seconds": step, "vs_e2e": step / kd,
+                               "size": size_})
+        print(f"{bits} bit, activations {act or 'float'}: BQN step {step * 1e3:.0f} ms ({step / kd:.2f}x "
+              f"E2E-KD); MAP QNN {size_['bytes']:,} B vs float32 {size_['float32_bytes']:,} B "
+              f"({size_['ratio']:.2f}x)", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

@@ -95,8 +95,8 @@ def cell(model, size, name: str, fmt: str, rate_by: str, rate: float, min_time: 
     eager_default, eager_decision = deployable(student, size, BATCHES, "auto", runtime="pytorch")
     t_eager = time.perf_counter() - t0
     forms = {"default": (onnx_default, eager_default),
-             "dense": (deployable(student, size, form="dense")[0],) * 2,
-             "factors": (deployable(student, size, form="factors")[0],) * 2}
+             "dense": (deployable(student, size, BATCHES, form="dense")[0],) * 2,
+             "factors": (deployable(student, size, BATCHES, form="factors")[0],) * 2}
     graphs = {"original": to_onnx(model, size), **{k: to_onnx(m[0], size) for k, m in forms.items()}}
     sessions = {k: session(g) for k, g in graphs.items()}
     eager = {"original": model, **{k: m[1] for k, m in forms.items()}}

@@ -49,6 +49,9 @@ LIMITS = {limit.name: limit for limit in (
           "bytes of a recipe, a ranks file or a structure.json"),
     Limit("dataset_bytes", "TNNCOMPRESS_MAX_DATASET_BYTES", 8 << 30,
           "bytes of a dataset generated in memory (synthetic data)"),
+    Limit("chain_bytes", "TNNCOMPRESS_MAX_CHAIN_BYTES", 1 << 30,
+          "bytes of a factor chain's largest intermediate at the largest deployment batch (float32); a "
+          "layer whose chains all exceed it deploys as its dense kernel"),
     Limit("image_pixels", "TNNCOMPRESS_MAX_IMAGE_PIXELS", 89_478_485,
           "pixels of one image of an image folder (Pillow's own default)"),
 )}

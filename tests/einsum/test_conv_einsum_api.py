@@ -163,6 +163,34 @@ def test_format_expressions_match_dense_kernel(name, stride, padding, dilation, 
     assert torch.allclose(rebuilt.reshape(kernel.shape), kernel, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", list(FORMATS))
+def test_the_partial_rebuild_joins_the_convolution_factors_first_and_computes_the_layer(name):
+    from tnncompress.einsum import paths
+
+    text, factor_shapes, dense = FORMATS[name]
+    g = torch.Generator().manual_seed(2)
+    factors = [torch.randn(s, generator=g, dtype=torch.float64) for s in factor_shapes]
+    kernel = torch.einsum(dense, *factors).reshape(T, S, H, H)
+    x = torch.randn(2, S, 11, 11, generator=g, dtype=torch.float64)
+    reshaped = x.reshape(2, S1, S2, S3, 11, 11) if name.startswith("m") else x
+    expr = contract_expression(text, reshaped.shape, *factor_shapes, padding=1)
+    net = expr.network
+    path = paths.partial_rebuild_path(net)
+    group = frozenset().union(*(net.weights_with[c] for c in net.conv))
+    if len(group) < 2:  # h and w in one factor: nothing to join first
+        assert path is None
+        return
+    nodes = {i: frozenset([i]) for i in range(net.n)}
+    for k, (i, j) in enumerate(path):
+        a, b = nodes.pop(i), nodes.pop(j)
+        if 0 in a | b and (a | b) & group:  # the input meets the convolution factors only all together
+            assert group <= a | b
+        nodes[net.n + k] = a | b
+    y = conv_einsum(text, reshaped, *factors, padding=1, optimize=path)
+    want = F.conv2d(x, kernel, padding=1)
+    assert torch.allclose(y.reshape(want.shape), want, rtol=1e-10, atol=1e-10)
+
+
 def test_reference_agrees_with_torch_conv():
     """The loop reference itself, checked once against F.conv2d so that it can be trusted elsewhere."""
     g = torch.Generator().manual_seed(0)

@@ -86,6 +86,30 @@ def test_every_candidate_chain_computes_the_dense_layer(fmt):
                 torch.testing.assert_close(module(x), want, rtol=1e-4, atol=1e-5)
 
 
+def test_a_chain_beyond_the_memory_limit_at_the_largest_batch_deploys_dense(monkeypatch):
+    """The limit bounds the largest intermediate, in float32 bytes, at the largest deployment batch:
+    set just above one layer's FLOP-optimal chain at batch 2, that chain is kept at batch 2 and left
+    out at batch 3, in the measured, fixed and all-factors assignments alike."""
+    from tnncompress.einsum import paths
+    from tnncompress.export.deploy import chain_paths, fixed_choices
+
+    model = _compressed("cp")
+    inputs = tensorized_inputs(model, (8, 9, 9))
+    name, shape = next(iter(inputs.items()))
+    layer = model.get_submodule(name)
+    expr = layer.plan_for(shape)
+    per_sample = max(paths.path_cost(expr.network, p)[1] for p in chain_paths(layer, shape).values())
+    monkeypatch.setenv("TNNCOMPRESS_MAX_CHAIN_BYTES", str(4 * per_sample * 2))
+    assert "optimal" in chain_paths(layer, shape, batch=2)
+    assert not chain_paths(layer, shape, batch=3)  # none fits: only the dense form is a candidate
+    assert list(candidates(layer, shape, 3)) == ["dense"]
+    assert [c.form for c in fixed_choices(model, inputs, "factors", 3) if c.name == name] == ["dense"]
+    assert [c.form for c in fixed_choices(model, inputs, "factors", 2) if c.name == name] == ["factors"]
+    _, decision = deployable(model, (8, 9, 9), (1, 3), "auto", runtime="pytorch", min_time=0.001,
+                             model_min_time=0.001)
+    assert next(c.form for c in decision.layers if c.name == name) == "dense"
+
+
 def _layer_net(conv: nn.Module) -> nn.Module:
     return nn.Sequential(conv).eval()
 

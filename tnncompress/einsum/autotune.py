@@ -2,7 +2,8 @@
 
 FLOPs are a proxy: a grouped or depthwise convolution runs far below a dense one's FLOP rate, and a
 permutation costs time but no FLOPs. So the candidates (the FLOP-optimal plans for inference and for
-training, left to right, rebuild-the-kernel, greedy) are each run on random operands of the planned
+training, left to right, rebuild-the-kernel, greedy, and the partial rebuild that first contracts the
+factors holding the convolution modes into one small kernel) are each run on random operands of the planned
 shapes, in turns, and the fastest median wins. Done once per set of shapes; the result is cached like
 any plan.
 """
@@ -29,8 +30,9 @@ def candidate_paths(expr, backward: bool = False) -> dict[str, list[tuple[int, i
                        ("optimal-forward", paths.find_path(net, "optimal", False)),
                        ("rebuild", paths.rebuild_path(net, backward)),
                        ("naive", paths.naive_path(net.n)),
-                       ("greedy", paths.find_path(net, "greedy"))):
-        if path not in candidates.values():
+                       ("greedy", paths.find_path(net, "greedy")),
+                       ("partial-rebuild", paths.partial_rebuild_path(net, backward))):
+        if path is not None and path not in candidates.values():
             candidates[name] = path
     # Never try a plan whose largest intermediate dwarfs the leanest candidate's: left to right can
     # materialise tensors of tens of GB (reshaped formats at high rank) and would exhaust memory.

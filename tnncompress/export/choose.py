@@ -9,7 +9,8 @@ throw away the other's speed-up. So the decision is made per runtime:
    candidates are timed round-robin and the medians kept. The layer takes the candidate with the lowest
    geometric mean over the batch sizes;
 2. per model, the assignment this gives is timed against the two pure assignments (every layer dense,
-   every layer its FLOP-optimal chain), whole, round-robin, at each batch size, and the fastest by
+   every layer its FLOP-optimal chain; a chain too large for memory at the largest batch is dense
+   in every assignment, see `deploy.chain_fits`), whole, round-robin, at each batch size, and the fastest by
    geometric mean is kept: layers interact (memory traffic, operator fusion), and this is the guarantee
    that the chosen model is never slower than the better pure form by more than the timing noise.
 
@@ -26,7 +27,7 @@ import torch
 from torch import nn
 
 from ..timing import interleaved_medians
-from .deploy import CHAIN, DENSE, FORMS, DeployChoice, candidates, choice, deployed, fixed_choices, tensorized_inputs
+from .deploy import DENSE, FORMS, DeployChoice, candidates, choice, deployed, fixed_choices, tensorized_inputs
 from .onnx_graph import INPUT, OUTPUT, session, to_onnx
 
 RUNTIMES = ("onnxruntime", "pytorch")
@@ -104,7 +105,7 @@ def measured_choices(model: nn.Module, inputs: dict[str, tuple], batches: list[i
     out = []
     for name, shape in inputs.items():
         layer = model.get_submodule(name)
-        forms = candidates(layer, shape)
+        forms = candidates(layer, shape, max(batches))
         sample = tuple(shape[1:])
         ms = _time(_runners({k: m for k, (m, _) in forms.items()}, sample, runtime), sample, batches, runtime,
                    min_time)
@@ -123,7 +124,7 @@ def decide(model: nn.Module, inputs: dict[str, tuple], input_size: tuple, batche
     measured = measured_choices(model, inputs, batches, runtime, min_time)
     options = {"measured": measured,
                "dense": [choice(c.name, model.get_submodule(c.name), inputs[c.name], DENSE) for c in measured],
-               "factors": _pure_chains(model, inputs, measured)}
+               "factors": fixed_choices(model, inputs, "factors", max(batches))}
     keys = {name: tuple(c.candidate for c in cs) for name, cs in options.items()}
     distinct = {name: cs for name, cs in options.items() if keys[name] not in
                 [keys[k] for k in ASSIGNMENTS[:ASSIGNMENTS.index(name)]]}
@@ -136,15 +137,6 @@ def decide(model: nn.Module, inputs: dict[str, tuple], input_size: tuple, batche
     picked = min(distinct, key=lambda k: _geomean(ms[k]))
     layers = [_with_times(c, m) for c, m in zip(options[picked], measured, strict=True)]
     return FormDecision(runtime, list(batches), picked, layers, ms), models[picked]
-
-
-def _pure_chains(model: nn.Module, inputs: dict[str, tuple], measured: list[DeployChoice]) -> list[DeployChoice]:
-    out = []
-    for c in measured:
-        layer = model.get_submodule(c.name)
-        path = [list(step) for step in layer.plan_for(inputs[c.name]).path]
-        out.append(choice(c.name, layer, inputs[c.name], CHAIN, path))
-    return out
 
 
 def _with_times(picked: DeployChoice, measured: DeployChoice) -> DeployChoice:
@@ -162,5 +154,5 @@ def deployable(model: nn.Module, input_size: tuple, batches=(1,), form: str = "a
     if form == "auto" and inputs:  # nothing to decide (and time) without a tensorial layer
         decision, out = decide(model, inputs, input_size, list(batches), runtime, **timing)
         return out, decision
-    layers = fixed_choices(model, inputs, "dense" if form == "auto" else form)
+    layers = fixed_choices(model, inputs, "dense" if form == "auto" else form, max(batches))
     return deployed(model, inputs, layers), FormDecision(runtime, list(batches), form, layers)

@@ -19,6 +19,7 @@ from torch import nn
 from ..einsum.autotune import candidate_paths
 from ..einsum.paths import path_cost
 from ..formats import TensorizedLayer, TensorizedLinear
+from ..limits import limit
 
 CHAIN_MARGIN = 0.8  # "flops": the chain is used when its FLOPs are below this fraction of the dense layer's
 FORMS = ("auto", "flops", "dense", "factors")
@@ -99,19 +100,29 @@ def dense_flops(layer: TensorizedLayer, input_shape: tuple) -> int:
     return 2 * input_shape[0] * s.out_channels * out.shape[-2] * out.shape[-1] * s.in_channels * s.kh * s.kw
 
 
-def chain_paths(layer: TensorizedLayer, input_shape: tuple) -> dict[str, list[tuple[int, int]]]:
+def chain_paths(layer: TensorizedLayer, input_shape: tuple, batch: int = 1) -> dict[str, list[tuple[int, int]]]:
     """The factor chains worth trying for this layer, by plan name. The rebuild-the-kernel plan is left
-    out: bound to its weights it is the dense form."""
+    out: bound to its weights it is the dense form. A chain whose largest intermediate at `batch`
+    samples exceeds the `chain_bytes` limit is left out too (ResNet-50's `mcp` chains at rate 0.1 hold
+    3.8 GB at batch 32): its layer deploys dense."""
     with torch.no_grad():
         expr = layer.plan_for(input_shape)
     paths = candidate_paths(expr, backward=False)
     paths.pop("rebuild", None)
     paths.pop("optimal-forward", None)  # the same as "optimal" when no backward pass is counted
-    paths.setdefault(CHAIN, expr.path)  # the FLOP-optimal chain is always a candidate: it is a pure form
+    paths.setdefault(CHAIN, expr.path)  # the FLOP-optimal chain is a candidate (a pure form) if it fits
     # A chain far costlier than the FLOP-optimal one is not worth timing (left to right can be 500x it).
     cheapest = path_cost(expr.network, paths[CHAIN])[0]
     return {name: path for name, path in paths.items()
-            if name == CHAIN or path_cost(expr.network, path)[0] <= FLOP_FACTOR * cheapest}
+            if (name == CHAIN or path_cost(expr.network, path)[0] <= FLOP_FACTOR * cheapest)
+            and chain_fits(expr, path, batch)}
+
+
+def chain_fits(expr, path, batch: int) -> bool:
+    """Whether the chain's largest intermediate, for `batch` samples of float32, is within the limit
+    (an upper bound: weight-only intermediates do not grow with the batch)."""
+    per_sample = path_cost(expr.network, path)[1] // max(expr.shapes[0][0], 1)
+    return 4 * per_sample * batch <= limit("chain_bytes")
 
 
 def bind(layer: TensorizedLayer, input_shape: tuple, path) -> TensorizedLayer:
@@ -122,10 +133,11 @@ def bind(layer: TensorizedLayer, input_shape: tuple, path) -> TensorizedLayer:
     return frozen
 
 
-def candidates(layer: TensorizedLayer, input_shape: tuple) -> dict[str, tuple[nn.Module, list | None]]:
-    """Every deployment form of `layer`: candidate name -> (module, chain path or None)."""
+def candidates(layer: TensorizedLayer, input_shape: tuple, batch: int = 1) -> dict[str, tuple[nn.Module, list | None]]:
+    """Every deployment form of `layer` at up to `batch` samples: candidate name -> (module, chain path
+    or None)."""
     forms: dict[str, tuple[nn.Module, list | None]] = {DENSE: (dense_module(layer).eval(), None)}
-    for name, path in chain_paths(layer, input_shape).items():
+    for name, path in chain_paths(layer, input_shape, batch).items():
         forms[name] = (bind(layer, input_shape, path), [list(step) for step in path])
     return forms
 
@@ -137,14 +149,17 @@ def choice(name: str, layer: TensorizedLayer, input_shape: tuple, candidate: str
                         dense_flops(layer, per_sample), layer.plan_for(per_sample).flops, path)
 
 
-def fixed_choices(model: nn.Module, inputs: dict[str, tuple], form: str) -> list[DeployChoice]:
+def fixed_choices(model: nn.Module, inputs: dict[str, tuple], form: str, batch: int = 1) -> list[DeployChoice]:
     """Forms that need no measurement: every layer dense, every layer its FLOP-optimal chain, or
-    whichever of the two the FLOP count favours ("flops")."""
+    whichever of the two the FLOP count favours ("flops"); a chain beyond the memory limit at `batch`
+    samples (`chain_fits`) is dense in each."""
     out = []
     for name, shape in inputs.items():
         layer = model.get_submodule(name)
         record = choice(name, layer, shape, CHAIN)
-        if form == DENSE or (form == "flops" and record.flops_factors >= CHAIN_MARGIN * record.flops_dense):
+        expr = layer.plan_for(shape)
+        if form == DENSE or not chain_fits(expr, expr.path, batch) or (
+                form == "flops" and record.flops_factors >= CHAIN_MARGIN * record.flops_dense):
             record = choice(name, layer, shape, DENSE)
         else:
             record.path = [list(step) for step in layer.plan_for(shape).path]
