@@ -12,6 +12,7 @@ from torch import nn
 
 from tnncompress.errors import ExportError
 from tnncompress.export import deployable, operator_counts, tensorized_inputs, to_onnx, verify
+from tnncompress.export.choose import pick_assignment
 from tnncompress.export.deploy import candidates
 from tnncompress.formats import TensorizedLayer, get_format, list_formats, tensorize
 from tnncompress.formats.base import KernelShape
@@ -59,7 +60,7 @@ def test_every_form_computes_the_same_function(fmt, form):
         # every candidate of every layer timed at both batch sizes, and the three whole-model assignments
         assert all(c.ms["dense"].keys() == {"1", "2"} and "optimal" in c.ms for c in decision.layers)
         assert decision.models.keys() == {"measured", "dense", "factors"}
-        assert decision.picked == min(decision.models, key=lambda k: math.prod(decision.models[k].values()))
+        assert decision.picked == pick_assignment(decision.models)
     x = torch.randn(5, 8, 9, 9)  # another batch size than the ones the forms were chosen for
     with torch.no_grad():
         want = model(x)
@@ -68,6 +69,20 @@ def test_every_form_computes_the_same_function(fmt, form):
     # the original is untouched: its factors are still trainable parameters
     assert all(isinstance(model.get_submodule(n), TensorizedLayer) and len(model.get_submodule(n).factors)
                for n in ("conv", "shortcut", "fc"))
+
+
+def test_the_whole_model_assignment_is_least_slower_at_its_worst_batch_size():
+    ms = {"measured": {"1": 1.5, "32": 7.0}, "dense": {"1": 1.0, "32": 10.0}, "factors": {"1": 2.0, "32": 6.0}}
+    # the geometric mean keeps "dense", 1.67x slower than "factors" at batch 32; "measured" is at worst
+    # 1.5x slower than the fastest (at batch 1), "factors" 2x
+    assert min(ms, key=lambda k: math.prod(ms[k].values())) == "dense"
+    assert pick_assignment(ms) == "measured"
+    ms["measured"]["1"] = 1.8  # now 1.8x at worst: dense's 1.67x is less
+    assert pick_assignment(ms) == "dense"
+    # worst slowdowns within 2% of each other are a tie, broken by the geometric mean
+    ms = {"measured": {"1": 1.01, "32": 9.0}, "dense": {"1": 1.0, "32": 10.0}, "factors": {"1": 1.5, "32": 9.0}}
+    assert pick_assignment(ms) == "measured"
+    assert pick_assignment({"dense": {"1": 3.0}}) == "dense"
 
 
 @pytest.mark.parametrize("fmt", ["cp", "tk", "mcp"])

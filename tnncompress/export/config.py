@@ -8,7 +8,8 @@ class ExportConfig(Section, name="export", title="Export"):
     onnx: bool = option(True, "Export model.onnx and check it against onnxruntime.", execution=True)
     deploy_form: str = option("auto", "Each layer's ONNX form (auto: the fastest, timed in onnxruntime).",
                               choices=FORMS, execution=True)
-    deploy_batch: list[int] = option([1, 32], "Batch sizes the forms are timed at (the geometric mean decides); "
-                                              "repeatable.", minimum=1, execution=True)
+    deploy_batch: list[int] = option([1, 32], "Batch sizes the forms are timed at (per layer the geometric mean "
+                                              "decides; the whole model's assignment is the one least slower "
+                                              "than the fastest at any of them); repeatable.", minimum=1, execution=True)
     load_form: str = option("auto", "Each layer's form in load(DIR) (auto: the fastest, timed in PyTorch; "
                                     "factors: trainable).", choices=("auto", "dense", "factors"), execution=True)
