@@ -48,6 +48,11 @@ def test_bqn_learns_evaluates_and_exports_the_map_qnn(tmp_path, small_cnn_checkp
         assert torch.equal(params[name].detach(), w)
         # per-channel scales (the default): each output channel's slice holds at most 2^2 values
         assert all(len(torch.unique(row)) <= len(levels(2)) for row in w.reshape(w.shape[0], -1))
+    # codes are packed at 2 bits each
+    from safetensors.torch import load_file
+    stored = load_file(str(out / "bqn.safetensors"))
+    for name, w in codes.items():
+        assert stored[f"{name}.codes"].numel() == -(-w.numel() * 2 // 8)
     assert report.onnx.check.max_abs_error < 1e-3
 
 

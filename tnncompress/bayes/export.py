@@ -1,7 +1,8 @@
 """The MAP QNN as integer codes: `bqn.safetensors` holds, per quantised parameter NAME, `NAME.codes`
-(uint8 indices into the levels), `NAME.levels` and `NAME.scale` (float32), so a weight is
-scale * levels[codes]. model.safetensors holds the same values dequantised (what load(DIR) and the ONNX
-graph use); `read_codes` rebuilds them bit for bit."""
+(the indices into the levels, B bits each, packed: code i is bits i*B .. i*B + B - 1 of the byte string,
+least significant bit first), `NAME.shape` (int64), `NAME.levels` and `NAME.scale` (float32), so a
+weight is scale * levels[codes]. model.safetensors holds the same values dequantised (what load(DIR)
+and the ONNX graph use); `read_codes` rebuilds them bit for bit."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -59,10 +61,43 @@ def apply_map(bqn: BayesianQuantizedNetwork, pool: CalibrationPool | None = None
         codes = post.codes()
         scale = post.scale.detach().float()
         levels = post.levels.float()
-        tensors[f"{name}.codes"] = codes.to(torch.uint8).cpu().contiguous()
+        tensors[f"{name}.codes"] = pack(codes.cpu(), bqn.bits)
+        tensors[f"{name}.shape"] = torch.tensor(codes.shape, dtype=torch.int64)
         tensors[f"{name}.levels"] = levels.cpu().contiguous()
         tensors[f"{name}.scale"] = scale.cpu().contiguous()  # one, or one per channel: broadcasts
     return tensors
+
+
+CHUNK = 1 << 20  # codes packed at a time (a multiple of 8: each chunk fills whole bytes)
+
+
+def pack(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Codes in 0 .. 2^bits - 1 as a uint8 bit string, `bits` per code, least significant bit first."""
+    flat = codes.flatten()
+    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= 2 ** bits):
+        raise ValueError(f"codes must be in 0..{2 ** bits - 1}")
+    shifts, weights = torch.arange(bits, dtype=torch.uint8), torch.arange(8, dtype=torch.uint8)
+    out = []
+    for part in flat.to(torch.uint8).split(CHUNK):
+        stream = ((part[:, None] >> shifts) & 1).flatten()
+        stream = torch.cat([stream, stream.new_zeros(-stream.numel() % 8)]).view(-1, 8)
+        out.append((stream << weights).sum(1, dtype=torch.uint8))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.uint8)
+
+
+def unpack(packed: torch.Tensor, bits: int, shape) -> torch.Tensor:
+    """The inverse of `pack`: int64 codes of `shape`."""
+    n = math.prod(shape)
+    if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != -(-n * bits // 8):
+        raise ValueError(f"{n} codes of {bits} bits need {-(-n * bits // 8)} packed bytes, got "
+                         f"{packed.numel()} of {packed.dtype}")
+    shifts, weights = torch.arange(8, dtype=torch.uint8), torch.arange(bits, dtype=torch.int64)
+    out = []
+    for part in packed.split(CHUNK * bits // 8):
+        stream = ((part[:, None] >> shifts) & 1).flatten()
+        stream = stream[:stream.numel() - stream.numel() % bits].view(-1, bits)
+        out.append((stream.to(torch.int64) << weights).sum(1))
+    return torch.cat(out)[:n].view(*shape) if out else torch.zeros(shape, dtype=torch.int64)
 
 
 def write_codes(directory: Path, tensors: dict[str, torch.Tensor], bits: int) -> Path:
@@ -75,6 +110,14 @@ def write_codes(directory: Path, tensors: dict[str, torch.Tensor], bits: int) ->
 
 def read_codes(directory: str | Path) -> dict[str, torch.Tensor]:
     """{parameter name: the dequantised MAP weight} from a run's `bqn.safetensors`."""
-    tensors = load_file(str(Path(directory) / CODES_FILE))
-    names = {k.rsplit(".", 1)[0] for k in tensors}
-    return {n: tensors[f"{n}.scale"] * tensors[f"{n}.levels"][tensors[f"{n}.codes"].long()] for n in sorted(names)}
+    path = Path(directory) / CODES_FILE
+    with safe_open(str(path), "pt") as f:
+        bits = int((f.metadata() or {}).get("bits", 8))
+    tensors = load_file(str(path))
+    out = {}
+    for n in sorted({k.rsplit(".", 1)[0] for k in tensors}):
+        codes = tensors[f"{n}.codes"]
+        if f"{n}.shape" in tensors:  # packed (files from before packing hold one uint8 per code)
+            codes = unpack(codes, bits, tensors[f"{n}.shape"].tolist())
+        out[n] = tensors[f"{n}.scale"] * tensors[f"{n}.levels"][codes.long()]
+    return out
