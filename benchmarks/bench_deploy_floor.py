@@ -95,7 +95,8 @@ def layers(fmt: str, multiple: int, batch: int = 32) -> list[dict]:
         shape = inputs[c.name]
         feed = {INPUT: torch.randn(batch, *shape[1:]).numpy().astype(np.float32)}
         s = session(to_onnx(stand_in(model.get_submodule(c.name)).eval(), tuple(shape[1:])))
-        floor = 1e3 * interleaved_medians({"floor": lambda: s.run([OUTPUT], feed)}, min_time=0.2)["floor"]
+        floor = 1e3 * interleaved_medians({"floor": lambda s=s, feed=feed: s.run([OUTPUT], feed)},
+                                          min_time=0.2)["floor"]
         ms = {k: v[str(batch)] for k, v in c.ms.items()}
         out.append({"layer": c.name, "input": list(shape[1:]), "ranks": student.get_submodule(c.name).ranks,
                     "ms": ms, "stand_in_ms": floor})
@@ -119,7 +120,8 @@ def main() -> None:
                          "rows": layers(args.layers, args.rank_multiple)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1) + "\n")
-    print("| model | layers replaced | batch | original ms | floor ms | speed-up bound |\n|---|---:|---:|---:|---:|---:|")
+    print("| model | layers replaced | batch | original ms | floor ms | speed-up bound |\n"
+          "|---|---:|---:|---:|---:|---:|")
     for r in rows:
         for batch, ms in r["ms"].items():
             print(f"| {r['model']} | {r['replaced_layers']} | {batch} | {ms['original']:.2f} | {ms['floor']:.2f} | "

@@ -10,6 +10,7 @@ class ExportConfig(Section, name="export", title="Export"):
                               choices=FORMS, execution=True)
     deploy_batch: list[int] = option([1, 32], "Batch sizes the forms are timed at (per layer the geometric mean "
                                               "decides; the whole model's assignment is the one least slower "
-                                              "than the fastest at any of them); repeatable.", minimum=1, execution=True)
+                                              "than the fastest at any of them); repeatable.", minimum=1,
+                                     execution=True)
     load_form: str = option("auto", "Each layer's form in load(DIR) (auto: the fastest, timed in PyTorch; "
                                     "factors: trainable).", choices=("auto", "dense", "factors"), execution=True)
