@@ -219,5 +219,8 @@ def test_a_model_without_a_speed_up_says_why_with_the_numbers():
     line = FormDecision("onnxruntime", [1, 32], "measured", [], models).why_no_speedup()
     assert line == ("no speed-up in onnxruntime at batch 1: this model's factor chains are no faster than its dense "
                     "layers there (batch 1: dense 1.02 ms, all factors 1.30 ms, each layer's fastest 1.00 ms)")
+    assert FormDecision("onnxruntime", [1, 32], "measured", [], models).why_no_speedup("try this") == \
+        line + "; try this"
     models["measured"]["1"] = 0.9
     assert FormDecision("onnxruntime", [1, 32], "measured", [], models).why_no_speedup() is None
+    assert FormDecision("onnxruntime", [1, 32], "measured", [], models).why_no_speedup("try this") is None

@@ -48,9 +48,10 @@ class FormDecision:
     layers: list[DeployChoice] = field(default_factory=list)
     models: dict[str, dict[str, float]] = field(default_factory=dict)  # assignment -> batch -> ms, whole model
 
-    def why_no_speedup(self) -> str | None:
+    def why_no_speedup(self, hint: str = "") -> str | None:
         """One line, with the numbers, when no assignment beat every layer dense by 5% at some batch
-        size: this model's factor chains are not faster than its dense layers in this runtime."""
+        size: this model's factor chains are not faster than its dense layers in this runtime; `hint`
+        (what the user may try) is appended."""
         dense = self.models.get("dense", {})
         slow = [b for b, ms in dense.items()
                 if min(times.get(b, ms) for times in self.models.values()) > ms / 1.05]
@@ -59,7 +60,7 @@ class FormDecision:
         times = "; ".join(f"batch {b}: dense {dense[b]:.2f} ms, all factors {self.models['factors'][b]:.2f} ms, "
                           f"each layer's fastest {self.models['measured'][b]:.2f} ms" for b in slow)
         return (f"no speed-up in {self.runtime} at batch {', '.join(slow)}: this model's factor chains are no "
-                f"faster than its dense layers there ({times})")
+                f"faster than its dense layers there ({times}){'; ' + hint if hint else ''}")
 
     def speedup_over(self, assignment: str) -> dict[str, float]:
         """Per batch size, how much faster the picked assignment was than `assignment` when timed."""
