@@ -191,6 +191,35 @@ def test_the_partial_rebuild_joins_the_convolution_factors_first_and_computes_th
     assert torch.allclose(y.reshape(want.shape), want, rtol=1e-10, atol=1e-10)
 
 
+def test_the_partial_rebuild_takes_a_core_between_the_convolution_factors():
+    """tensorly-torch's Tucker: kh and kw factored (ranks c, d) around the core. The core, bonded to
+    them and holding no input or output mode, joins them into one q x p x 3 x 3 kernel before the input
+    comes; the two channel factors stay 1x1 convolutions."""
+    from tnncompress.einsum import paths
+
+    text = "bshw,sp,qpcd,hc,wd,tq->bthw|hw"
+    # rank 1 on kh and kw (as tensorly-torch picks at 10%): joining only kh and kw would let the input
+    # meet the core first
+    shapes = [(16, 8), (8, 8, 1, 1), (3, 1), (3, 1), (16, 8)]
+    g = torch.Generator().manual_seed(3)
+    factors = [torch.randn(s, generator=g, dtype=torch.float64) for s in shapes]
+    x = torch.randn(1, 16, 12, 12, generator=g, dtype=torch.float64)
+    net = contract_expression(text, x.shape, *shapes, padding=1).network
+    path = paths.partial_rebuild_path(net)
+    nodes = {i: frozenset([i]) for i in range(net.n)}
+    kernel_first = False
+    for k, (i, j) in enumerate(path):
+        a, b = nodes.pop(i), nodes.pop(j)
+        if 0 in a | b and (a | b) & {2, 3, 4}:
+            assert {2, 3, 4} <= a | b  # core, kh and kw all joined before meeting the input
+            kernel_first = True
+        nodes[net.n + k] = a | b
+    assert kernel_first
+    kernel = torch.einsum("sp,qpcd,hc,wd,tq->tshw", *factors)
+    y = conv_einsum(text, x, *factors, padding=1, optimize=path)
+    assert torch.allclose(y, F.conv2d(x, kernel, padding=1), rtol=1e-10, atol=1e-10)
+
+
 def test_reference_agrees_with_torch_conv():
     """The loop reference itself, checked once against F.conv2d so that it can be trusted elsewhere."""
     g = torch.Generator().manual_seed(0)

@@ -48,11 +48,19 @@ def partial_rebuild_path(net: Network, backward: bool = False) -> list[tuple[int
     """The best order in which the factors holding the convolution modes (CP's kh and kw vectors, say)
     are first contracted together into one small kernel, which then meets the input as one convolution
     (a depthwise 3x3 instead of a 3x1 and a 1x3): more FLOPs than the optimal order, fewer passes over
-    the activations. None when no two factors share the convolution modes."""
-    group = frozenset().union(*(net.weights_with[c] for c in net.conv)) if net.conv else frozenset()
-    if net.signal is None or len(group) < 2 or net.n > OPTIMAL_LIMIT:
+    the activations. A core bonded to those factors that holds no input or output mode joins them
+    (tensorly-torch's Tucker, kh and kw factored around the core, becomes one r x r x 3 x 3 kernel).
+    None when no two factors share the convolution modes."""
+    group = set().union(*(net.weights_with[c] for c in net.conv)) if net.conv else set()
+    if net.signal is None or net.n > OPTIMAL_LIMIT:
         return None
-    return optimal_path(net, backward, together=group)
+    free = set(net.expr.inputs[net.signal]) | set(net.expr.output)
+    bonds = {m for i in group for m in net.expr.inputs[i]}
+    group |= {i for i, term in enumerate(net.expr.inputs)
+              if i != net.signal and not set(term) & free and set(term) & bonds}
+    if len(group) < 2:
+        return None
+    return optimal_path(net, backward, together=frozenset(group))
 
 
 def optimal_path(net: Network, backward: bool, signal_last: bool = False,
