@@ -212,6 +212,20 @@ def test_a_model_the_exporter_cannot_trace_is_a_clear_error():
         to_onnx(Adaptive(), (3, 7, 7))
 
 
+def test_the_hint_for_a_model_without_a_speed_up():
+    from tnncompress.export import FormDecision
+    from tnncompress.export.choose import speedup_hint
+    from tnncompress.export.deploy import DeployChoice
+
+    layers = [DeployChoice("a", "dense", None, 100, 80), DeployChoice("b", "dense", None, 100, 140)]
+    decision = FormDecision("onnxruntime", [1], "measured", layers)
+    assert speedup_hint(decision) == ("the factor chains need 1.10x the FLOPs of the layers they replace: a lower "
+                                      "rate, --rate-by flops or another format would give them fewer")
+    layers[1].flops_factors = 110  # 0.95x: fewer FLOPs, so the chains themselves are slow
+    assert "--rank-multiple 8 or 16" in speedup_hint(decision)
+    assert speedup_hint(decision, rank_multiple=8) == ""
+
+
 def test_a_model_without_a_speed_up_says_why_with_the_numbers():
     from tnncompress.export import FormDecision
 

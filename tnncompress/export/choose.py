@@ -147,6 +147,21 @@ def decide(model: nn.Module, inputs: dict[str, tuple], input_size: tuple, batche
     return FormDecision(runtime, list(batches), picked, layers, ms), models[picked]
 
 
+def speedup_hint(decision: FormDecision, rank_multiple: int = 1) -> str:
+    """What may give a model its speed-up in onnxruntime on a CPU, for a run that found none: fewer
+    FLOPs, when its chains need at least the dense layers' (reshaped formats at a high rate); else ranks
+    that fill the convolutions' vector block (8 or 16 channels), when they were not rounded
+    (ResNet-50 at 25% of the FLOPs: 1.5x -> 2.8x with multiples of 16)."""
+    dense = sum(c.flops_dense for c in decision.layers)
+    chains = sum(c.flops_factors for c in decision.layers)
+    if dense and chains >= dense:
+        return (f"the factor chains need {chains / dense:.2f}x the FLOPs of the layers they replace: a lower rate, "
+                f"--rate-by flops or another format would give them fewer")
+    if rank_multiple == 1:
+        return "ranks that fill the CPU's vector block often help: try --rank-multiple 8 or 16"
+    return ""
+
+
 TIE = 0.02  # worst slowdowns this close are a tie, broken by the geometric mean over the batch sizes
 
 

@@ -23,6 +23,7 @@ from ..distill import setup as setup_processes
 from ..distill import teardown as leave_processes
 from ..env import resolve_device
 from ..errors import UsageError, opt
+from ..export.choose import speedup_hint
 from ..io import check_file
 from ..report import RunReport, build_report, layer_rows, write_report
 from ..report.gates import judge
@@ -123,12 +124,7 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         if recipe.report.latency:
             with clock.stage("latency"):
                 latency = stages.latency(recipe, ws.output, loaded, as_loaded, onnx)
-        # onnxruntime's CPU convolutions run blocks of 8 or 16 channels: ranks that fill them often make
-        # the chains faster (ResNet-50 at 25% of the FLOPs: 1.5x -> 2.8x with multiples of 16)
-        hint = ("ranks that fill the CPU's vector block often help: try --rank-multiple 8 or 16 "
-                "(compress.rank_multiple in a recipe)"
-                if recipe.compress.rank_multiple == 1 else "")
-        why = [d.why_no_speedup(hint if d.runtime == "onnxruntime" else "")
+        why = [d.why_no_speedup(speedup_hint(d, recipe.compress.rank_multiple) if d.runtime == "onnxruntime" else "")
                for d in (onnx.forms if onnx else None, load_forms) if d is not None and d.models]
         warnings = (latency.slower_than_original() if latency else []) + [w for w in why if w] + \
                    ([e.describe() for e in distilled.events] if distilled else [])
