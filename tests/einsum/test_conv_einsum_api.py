@@ -163,6 +163,18 @@ def test_format_expressions_match_dense_kernel(name, stride, padding, dilation, 
     assert torch.allclose(rebuilt.reshape(kernel.shape), kernel, rtol=1e-12, atol=1e-12)
 
 
+def _input_meets_all_at_once(net, path, group) -> bool:
+    """Whether, following the SSA `path`, the input (operand 0) first meets any of `group` in a step
+    that holds all of it."""
+    nodes = {i: frozenset([i]) for i in range(net.n)}
+    for k, (i, j) in enumerate(path):
+        joined = nodes.pop(i) | nodes.pop(j)
+        if 0 in joined and joined & group:
+            return set(group) <= joined
+        nodes[net.n + k] = joined
+    return False
+
+
 @pytest.mark.parametrize("name", list(FORMATS))
 def test_the_partial_rebuild_joins_the_convolution_factors_first_and_computes_the_layer(name):
     from tnncompress.einsum import paths
@@ -180,12 +192,7 @@ def test_the_partial_rebuild_joins_the_convolution_factors_first_and_computes_th
     if len(group) < 2:  # h and w in one factor: nothing to join first
         assert path is None
         return
-    nodes = {i: frozenset([i]) for i in range(net.n)}
-    for k, (i, j) in enumerate(path):
-        a, b = nodes.pop(i), nodes.pop(j)
-        if 0 in a | b and (a | b) & group:  # the input meets the convolution factors only all together
-            assert group <= a | b
-        nodes[net.n + k] = a | b
+    assert _input_meets_all_at_once(net, path, group)  # the convolution factors only all together
     y = conv_einsum(text, reshaped, *factors, padding=1, optimize=path)
     want = F.conv2d(x, kernel, padding=1)
     assert torch.allclose(y.reshape(want.shape), want, rtol=1e-10, atol=1e-10)
@@ -206,15 +213,7 @@ def test_the_partial_rebuild_takes_a_core_between_the_convolution_factors():
     x = torch.randn(1, 16, 12, 12, generator=g, dtype=torch.float64)
     net = contract_expression(text, x.shape, *shapes, padding=1).network
     path = paths.partial_rebuild_path(net)
-    nodes = {i: frozenset([i]) for i in range(net.n)}
-    kernel_first = False
-    for k, (i, j) in enumerate(path):
-        a, b = nodes.pop(i), nodes.pop(j)
-        if 0 in a | b and (a | b) & {2, 3, 4}:
-            assert {2, 3, 4} <= a | b  # core, kh and kw all joined before meeting the input
-            kernel_first = True
-        nodes[net.n + k] = a | b
-    assert kernel_first
+    assert _input_meets_all_at_once(net, path, {2, 3, 4})  # core, kh and kw joined before the input comes
     kernel = torch.einsum("sp,qpcd,hc,wd,tq->tshw", *factors)
     y = conv_einsum(text, x, *factors, padding=1, optimize=path)
     assert torch.allclose(y, F.conv2d(x, kernel, padding=1), rtol=1e-10, atol=1e-10)

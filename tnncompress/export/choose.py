@@ -10,8 +10,8 @@ throw away the other's speed-up. So the decision is made per runtime:
    geometric mean over the batch sizes;
 2. per model, the assignment this gives is timed against the two pure assignments (every layer dense,
    every layer its FLOP-optimal chain; a chain too large for memory at the largest batch is dense
-   in every assignment, see `deploy.chain_fits`), whole, round-robin, at each batch size, and the fastest by
-   the one kept is the one whose worst slowdown against the fastest, over the batch sizes, is least
+   in every assignment, see `deploy.chain_fits`), whole, round-robin, at each batch size, and the one
+   kept is the one whose worst slowdown against the fastest, over the batch sizes, is least
    (`pick_assignment`): layers interact (memory traffic, operator fusion), and this is the guarantee
    that the chosen model is never slower than the better pure form by more than the timing noise.
    The models are timed in two passes (the second in the reverse order) and each keeps the slower of

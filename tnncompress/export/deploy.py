@@ -162,7 +162,7 @@ def fixed_choices(model: nn.Module, inputs: dict[str, tuple], form: str, batch: 
                 form == "flops" and record.flops_factors >= CHAIN_MARGIN * record.flops_dense):
             record = choice(name, layer, shape, DENSE)
         else:
-            record.path = [list(step) for step in layer.plan_for(shape).path]
+            record.path = [list(step) for step in expr.path]
         out.append(record)
     return out
 
