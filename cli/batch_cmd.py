@@ -8,8 +8,10 @@ from typing import Annotated
 
 import typer
 
-from tnncompress.batch import GATE_EXIT_CODE, collect, counts, run_batch, write_summary
+from tnncompress.batch import GATE_EXIT_CODE, collect, counts, run_batch, summary_writer
 from tnncompress.batch.runner import Outcome
+from tnncompress.batch.summary import SUMMARY_FILES, SUMMARY_MD
+from tnncompress.errors import UsageError
 
 from .common import DebugOpt, JsonOpt, QuietOpt, VerboseOpt, err, handle_errors, labelled, out, start
 
@@ -24,9 +26,11 @@ EXAMPLES = """Examples:
   tnncompress batch a.yaml b.yaml --set distill.steps=100 --fail-fast
 
 Each run writes OUT/NAME/ (NAME: the recipe's file name, plus the swept values). A run whose OUT/NAME/
-was completed from the same resolved recipe is not repeated (its report is judged again against the
-gates); an interrupted distillation is resumed. OUT/ gets summary.json, summary.md (a GitHub job
-summary), junit.xml (one test case per run) and summary.html.
+was completed by this version from the same options and input files, every artifact unchanged since
+(its manifest.json), is not repeated: its parameter counts are recomputed from the files and its gates
+judged again. Anything else runs again; an interrupted distillation is resumed. OUT/ gets summary.json,
+summary.md (a GitHub job summary), junit.xml (one test case per run) and summary.html, written when the
+batch starts and kept true after every run and at every exit (runs not done are "not run", never passed).
 
 Gates (in a recipe's `gates:` section or --gate NAME=VALUE): max_accuracy_drop (top-1 points),
 max_rate (parameters compressed / original), min_speedup (SPEEDUP@RUNTIME:BATCH), max_onnx_error.
@@ -52,26 +56,33 @@ def batch(
 ) -> None:
     """Run many compressions (recipes, folders, sweeps); write summary.json/.md/.html and junit.xml."""
     session = start(json, quiet, verbose, debug, 0)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out_dir}: exists and is not a directory")
     jobs = collect(recipes, out_dir, sweep or [], gate or [], set_ or [])
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {out_dir}: cannot create it ({exc.strerror})") from None
     if not quiet:
         err.print(f"{len(jobs)} runs into {out_dir}/: {', '.join(j.name for j in jobs)}")
 
     def report(o: Outcome) -> None:
         if quiet:
             return
-        how = " (reused)" if o.reused else " (resumed)" if o.resumed else ""
+        how = " (reused)" if o.reused else " (resumed)" if o.resumed else \
+            f" (run again: {o.not_reused})" if o.not_reused else ""
         style = {"passed": "bold green", "failed": "bold yellow", "error": "bold red"}[o.status]
         err.print(labelled(f"{o.status}:", style, f"{o.name}{how} in {o.seconds:.1f} s"
                            + (f": {o.message}" if o.message else "")), highlight=False)
 
-    outcomes = run_batch(jobs, fail_fast=fail_fast, on_outcome=report)
+    record = summary_writer(out_dir, jobs, " ".join(["tnncompress", *sys.argv[1:]]))
+    outcomes = run_batch(jobs, fail_fast=fail_fast, on_outcome=report, record=record)
     not_run = [j.name for j in jobs[len(outcomes):]]
-    files = write_summary(out_dir, outcomes, " ".join(["tnncompress", *sys.argv[1:]]), not_run)
+    files = [out_dir / name for name in SUMMARY_FILES]
     c = counts(outcomes)
     session.result({**c, "not_run": not_run, "summary": [str(f) for f in files], "runs": outcomes},
                    lambda: out.print(f"{c['total']} runs: {c['passed']} passed, {c['failed']} missed a gate, "
-                                     f"{c['errors']} errors; summary in {files[1]}"))
+                                     f"{c['errors']} errors; summary in {out_dir / SUMMARY_MD}"))
     if c["errors"]:
         raise typer.Exit(1)
     if c["failed"]:

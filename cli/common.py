@@ -24,21 +24,39 @@ from rich.text import Text
 
 from tnncompress import progress
 from tnncompress.errors import TnncompressError, UsageError
+from tnncompress.escape import LIMIT, terminal
 from tnncompress.export.artifacts import load as load_output
+from tnncompress.export.artifacts import read_structure
+from tnncompress.export.structure import input_size as structure_input_size
 from tnncompress.io import load_model
-from tnncompress.io.files import read_json
 from tnncompress.io.load import parse_input_size
 from tnncompress.pipeline import OPTIONS
 from tnncompress.schema import to_data
 
 from .options import annotation
 
+
+class SafeConsole(Console):
+    """A console whose every string is made safe for a terminal first (escape.terminal): a layer name or a
+    checkpoint's metadata holding ESC[2J, a carriage return or a bidi override is shown, not obeyed."""
+
+    def render_str(self, text: str, **kwargs) -> Text:
+        return super().render_str(terminal(text, limit=1 << 30), **kwargs)
+
+
+class SafeRichHandler(RichHandler):
+    """Log records made safe for a terminal the same way (RichHandler builds its Text without render_str)."""
+
+    def render_message(self, record: logging.LogRecord, message: str):
+        return super().render_message(record, terminal(message, limit=1 << 30))
+
+
 # markup=False: paths, layer names and error messages are user text, and "[/x]" in a path must print as
 # itself, not be parsed (or fail to parse) as rich markup. Styling goes through Text objects.
-out = Console(width=None if sys.stdout.isatty() else 160, markup=False)  # results; wide tables when piped
-err = Console(stderr=True, soft_wrap=True, markup=False)  # progress, logs, errors: one message, one line
+out = SafeConsole(width=None if sys.stdout.isatty() else 160, markup=False)  # results; wide tables when piped
+err = SafeConsole(stderr=True, soft_wrap=True, markup=False)  # progress, logs, errors: one message, one line
 log = logging.getLogger("tnncompress")
-MESSAGE_LIMIT = 2000  # characters of an error message printed
+MESSAGE_LIMIT = LIMIT  # characters of an error message printed
 
 # How the command line names options in messages: the declared options' flags, and the run's own.
 FLAGS = {o.flat: o.flag for o in OPTIONS.options} | {f"no_{o.flat}": f"--no-{o.flag[2:]}" for o in OPTIONS.options} | {
@@ -74,7 +92,7 @@ def start(json_: bool, quiet: bool, verbose: int, debug: bool, seed: int) -> Ses
     """Logging (warnings by default, -v info, -vv debug, -q errors only), progress and seeds."""
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     if not any(isinstance(h, RichHandler) for h in log.handlers):
-        log.addHandler(RichHandler(console=err, show_time=False, show_path=False, markup=False,
+        log.addHandler(SafeRichHandler(console=err, show_time=False, show_path=False, markup=False,
                                    rich_tracebacks=False))
     log.setLevel(level)
     log.propagate = False
@@ -91,8 +109,8 @@ def labelled(label: str, style: str, message: str) -> Text:
 
 
 def one_line(message: str, limit: int = MESSAGE_LIMIT) -> str:
-    text = " ".join(str(message).split())
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    """The message on one line, bounded, with no control character left in it."""
+    return terminal(" ".join(str(message).split()), limit)
 
 
 def cli_message(exc: TnncompressError) -> str:
@@ -163,9 +181,10 @@ def load_model_or_output(path: str, arch, trust: bool, input_size, form: str = "
     layers in `form`, as tnncompress.load takes it)."""
     if Path(path).is_dir():
         model = load_output(path, trust_code=trust, form=form)
-        structure = read_json(Path(path) / "structure.json", "structure.json")
+        structure = read_structure(path)
         size = parse_input_size(input_size) if isinstance(input_size, str) else input_size
-        size = size or tuple(structure.get("input_size") or ())
+        size = size or (structure_input_size(structure["input_size"], str(Path(path) / "structure.json"))
+                        if "input_size" in structure else ())
         if len(size) != 3:
             raise UsageError(f"{path}: no input size recorded; give --input-size C,H,W")
         return model, tuple(size), {"output_dir": str(path), "arch": structure.get("arch")}

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from tnncompress.errors import UsageError, brief
-from tnncompress.io import atomic_write_bytes
+from tnncompress.io import write_text
 from tnncompress.progress import progress_bar
 from tnncompress.spectral import SPECTRAL_LAYERS, model_spectrum
 from tnncompress.spectral.plot import spectrum_svg
@@ -81,7 +81,7 @@ def spectrum(
                                 seed=seed, progress=lambda _name: advance(1))
     if plot is not None:
         svg = spectrum_svg(result.layers, f"singular values at input {'x'.join(map(str, size))}")
-        atomic_write_bytes(plot, lambda tmp: tmp.write_text(svg))
+        write_text(plot, svg)
     payload = {"model": what, **result.to_dict(top or None), "plot": str(plot) if plot else None}
 
     def render() -> None:

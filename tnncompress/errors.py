@@ -58,6 +58,13 @@ class CheckpointError(TnncompressError):
     exit_code = 1
 
 
+class MalformedFileError(CheckpointError):
+    """A file tnncompress wrote (structure.json, bqn.safetensors) whose fields are malformed or out of range:
+    bad input, exit code 2."""
+
+    exit_code = 2
+
+
 class UntrustedCheckpointError(CheckpointError):
     """A file that would run code (a pickled module, an architecture named as module:factory) given
     without --trust-checkpoint / trust_code=True."""

@@ -38,7 +38,8 @@ class Limit:
 
 LIMITS = {limit.name: limit for limit in (
     Limit("input_elements", "TNNCOMPRESS_MAX_INPUT_ELEMENTS", 1 << 26,
-          "elements of one input sample (C x H x W, from --input-size or a checkpoint's metadata)"),
+          "elements of one input sample (C x H x W, from --input-size, a checkpoint's metadata or a "
+          "structure.json)"),
     Limit("factor_ratio", "TNNCOMPRESS_MAX_FACTOR_RATIO", 4,
           "parameters of a layer's factors (ranks from a ranks file or structure.json) per parameter of "
           "its dense kernel"),
@@ -52,6 +53,15 @@ LIMITS = {limit.name: limit for limit in (
     Limit("chain_bytes", "TNNCOMPRESS_MAX_CHAIN_BYTES", 1 << 30,
           "bytes of a factor chain's largest intermediate at the largest deployment batch (float32); a "
           "layer whose chains all exceed it deploys as its dense kernel"),
+    Limit("spectrum_bytes", "TNNCOMPRESS_MAX_SPECTRUM_BYTES", 4 << 30,
+          "bytes the per-frequency matrices of one layer's exact singular values need (spectrum, spectral "
+          "control): about 3 x out x in channels x the grid's pixels x 8 (float64)"),
+    Limit("batch_elements", "TNNCOMPRESS_MAX_BATCH_ELEMENTS", 1 << 28,
+          "elements of one batch of inputs (batch size x C x H x W) of the latency, deployment and "
+          "evaluation batches"),
+    Limit("detect_builds", "TNNCOMPRESS_MAX_DETECT_BUILDS", 256,
+          "timm architectures whose stem and classifier names a state dict has, each built on the meta device "
+          "to detect its architecture (a state dict that names more is refused before any is built)"),
     Limit("image_pixels", "TNNCOMPRESS_MAX_IMAGE_PIXELS", 89_478_485,
           "pixels of one image of an image folder (Pillow's own default)"),
 )}

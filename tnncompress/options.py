@@ -31,6 +31,8 @@ class Option:
     above: float | None = None
     below: float | None = None
     execution: bool = False  # changes how a run executes, not what it computes (a resumed run may change it)
+    reuse: bool = True  # a batch reuses a completed run only with the same value; False: the option changes no
+    # artifact and no measured figure (the gates, which are judged again; data-loading workers)
     argument: bool = False  # the command's positional argument
     # filled in when the section is declared:
     section: str = ""

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .escape import terminal
+
 stderr_console = Console(stderr=True)
 _enabled: bool | None = None  # None: on when stderr is a terminal
 _suppressed = 0
@@ -51,7 +53,7 @@ def progress_bar(description: str, total: int) -> Iterator[Callable[[int], None]
     columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=stderr_console, transient=True) as progress, suppressed():
-        task = progress.add_task(description, total=total)
+        task = progress.add_task(terminal(description), total=total)
         yield lambda n=1: progress.advance(task, n)
 
 
@@ -66,7 +68,7 @@ class TrainingBars:
         if self.progress is None:
             return lambda n=1, loss=0.0: None
         progress = self.progress
-        task = progress.add_task(description, total=total, completed=completed, loss=float("nan"), rate=0.0)
+        task = progress.add_task(terminal(description), total=total, completed=completed, loss=float("nan"), rate=0.0)
         state = {"loss": None, "start": None, "done": 0, "completed": completed}
 
         def advance(n: int = 1, loss: float = 0.0) -> None:

@@ -77,7 +77,7 @@ def test_a_batch_reports_passes_gate_failures_and_errors_and_reruns_only_what_ch
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["total"], summary["passed"], summary["failed"], summary["errors"]) == (3, 1, 1, 1)
     md = (out / "summary.md").read_text()
-    assert "| good | ✅ passed" in md and "| gated | max_accuracy_drop |" in md and "**missed**" in md
+    assert "| `good` | ✅ passed" in md and "| `gated` | `max_accuracy_drop` |" in md and "**missed**" in md
     html = (out / "summary.html").read_text()
     assert 'href="good/report.html"' in html and "missed" in html
     # the passing run's outputs, with its gates judged in its report
@@ -185,4 +185,4 @@ def test_fail_fast_stops_at_the_first_failure(three, tmp_path):
     assert r.exit_code == 1
     summary = json.loads((out / "summary.json").read_text())
     assert summary["total"] == 1 and summary["not_run"] == ["gated", "good"]
-    assert "Not run (--fail-fast" in (out / "summary.md").read_text()
+    assert "not run: --fail-fast stopped the batch" in (out / "summary.md").read_text()

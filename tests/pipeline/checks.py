@@ -14,7 +14,7 @@ from tnncompress.export import INPUT, OUTPUT, session
 from tnncompress.formats import KernelShape, Tensorization, get_format
 
 FILES = ("model.safetensors", "structure.json", "model.onnx", "report.json", "report.md", "report.html",
-         "recipe.yaml")
+         "recipe.yaml", "manifest.json")
 
 
 def check_output(directory: Path, model: torch.nn.Module, input_size, rate: float) -> dict:

@@ -81,16 +81,16 @@ def test_json_round_trip_is_exact(report, tmp_path):
 
 def test_markdown_renders_the_records(report):
     md = render_markdown(report)
-    assert "| top-1 accuracy (fashion-mnist, 100 samples) | 90.00% | 80.00% | |" in md
-    assert "| onnxruntime_cpu | 1 | 2.00 | 1.00 | 2.00x |" in md
+    assert "| top-1 accuracy (`fashion-mnist`, 100 samples) | 90.00% | 80.00% | |" in md
+    assert "| `onnxruntime_cpu` | `1` | 2.00 | 1.00 | 2.00x |" in md
     assert "the compressed model is not faster on PyTorch CPU at batch 1: 4.00 ms vs 2.00 ms" in md
     assert "max |error| 1e-06" in md and f"layers as factor chains: {report.onnx.factor_layers}" in md
     for row in report.layers:
-        assert f"| {row.name} | {row.status} |" in md
+        assert f"| `{row.name}` | `{row.status}` |" in md
     # how the forms were decided: the whole model's assignments, and per layer each candidate's times
     assert "| each layer its fastest form | 1.00 / 8.00 | **kept** |" in md
     assert "| every layer dense | 2.00 / 16.00 |  |" in md
-    assert "| conv2 | factors:greedy | 0.500 / 4.000 | 0.250 / 2.000 |" in md
+    assert "| `conv2` | `factors:greedy` | 0.500 / 4.000 | 0.250 / 2.000 |" in md
     assert "## Load form" in md and "Form `dense` for every layer (not timed)." in md
 
 

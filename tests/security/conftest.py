@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -34,3 +36,22 @@ def marker_module(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     yield marker
     sys.modules.pop("tnn_marker", None)
+
+
+@pytest.fixture(scope="module")
+def output_dir(tmp_path_factory):
+    """A small run's output directory (cp at 0.2, no data), to tamper with in copies."""
+    out = tmp_path_factory.mktemp("run") / "out"
+    result = invoke("run", SMALL_CNN, "--format", "cp", "--rate", "0.2", "--out", out, *FAST)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def tampered(output_dir, tmp_path, **changes):
+    """A copy of `output_dir` whose structure.json has these top-level fields changed."""
+    copy = tmp_path / "copy"
+    shutil.copytree(output_dir, copy)
+    structure = json.loads((copy / "structure.json").read_text())
+    structure.update(changes)
+    (copy / "structure.json").write_text(json.dumps(structure))
+    return copy

@@ -12,24 +12,7 @@ from safetensors.torch import load_file, save_file
 import tnncompress
 from tnncompress.errors import CheckpointError, UntrustedCheckpointError
 
-from .conftest import FAST, SMALL_CNN, invoke
-
-
-@pytest.fixture(scope="module")
-def output_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "out"
-    result = invoke("run", SMALL_CNN, "--format", "cp", "--rate", "0.2", "--out", out, *FAST)
-    assert result.exit_code == 0, result.output
-    return out
-
-
-def tampered(output_dir, tmp_path, **changes):
-    copy = tmp_path / "copy"
-    shutil.copytree(output_dir, copy)
-    structure = json.loads((copy / "structure.json").read_text())
-    structure.update(changes)
-    (copy / "structure.json").write_text(json.dumps(structure))
-    return copy
+from .conftest import SMALL_CNN, invoke, tampered
 
 
 def test_load_refuses_a_structure_that_names_code(output_dir, tmp_path, marker_module):

@@ -137,3 +137,45 @@ def test_formats_without_frames_use_the_kernel(fmt):
     spec = layer_spectrum("layer", layer, (4, 4))
     assert spec.path == "kernel"
     assert torch.allclose(spec.values, _dense_svd(layer, (4, 4)), atol=1e-10)
+
+
+# Circular paddings other than the one that gives n / stride outputs (issue 25, item 13): more padding
+# repeats outputs, less leaves some out. Geometries none of the other tests use.
+CIRCULAR = {
+    "issue: 3x3, padding 2 on 5x5": (_conv(3, 3, 3, padding=2, padding_mode="circular"), (5, 5)),
+    "padding 4 on 5x5": (_conv(3, 3, 3, padding=4, padding_mode="circular"), (5, 5)),
+    "stride 2, padding 3 on 6x6": (_conv(3, 3, 3, stride=2, padding=3, padding_mode="circular"), (6, 6)),
+    "padding 0 (outputs left out)": (_conv(2, 3, 3, padding=0, padding_mode="circular"), (6, 6)),
+    "dilation 2, padding (2, 1) on 7x6": (_conv(3, 2, 3, dilation=2, padding=(2, 1), padding_mode="circular"), (7, 6)),
+    "every output twice: 2x2, padding 2 on 3x3": (_conv(2, 3, 2, padding=2, padding_mode="circular"), (3, 3)),
+    "stride 2, padding 3 on 4x4": (_conv(2, 3, 2, stride=2, padding=3, padding_mode="circular"), (4, 4)),
+    "same, even kernel 2x4 on 5x7": (_conv(2, 2, (2, 4), padding="same", padding_mode="circular"), (5, 7)),
+    "same, even kernel 4 on 6x6": (_conv(2, 4, 4, padding="same", padding_mode="circular"), (6, 6)),
+}
+
+
+@pytest.mark.parametrize("case", list(CIRCULAR))
+def test_circular_paddings_of_any_size_are_exact_or_bracket_the_dense_svd(case):
+    module, hw = CIRCULAR[case]
+    want = _dense_svd(module, hw)
+    spec = layer_spectrum("c", module, hw)
+    if spec.exact:
+        k = min(len(want), len(spec.values))
+        torch.testing.assert_close(spec.values[:k], want[:k], rtol=1e-10, atol=1e-10)
+        assert all(float(v.abs().sum()) < 1e-9 for v in (spec.values[k:], want[k:]))  # the rest are zeros
+    else:  # a certified upper bound of sigma_max, and a power-iteration lower bound
+        assert spec.sigma_max >= float(want[0]) * (1 - 1e-12) and spec.lower <= float(want[0]) * (1 + 1e-9)
+        assert spec.lower > 0.99 * float(want[0])
+    expected_exact = case.startswith(("every output", "same"))
+    assert spec.exact == expected_exact
+
+
+def test_the_network_bound_of_over_padded_circular_layers_stays_above_the_measured_one():
+    from tnncompress.spectral import model_spectrum
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(3, 3, 3, padding=2, padding_mode="circular"), nn.ReLU(),
+                        nn.Conv2d(3, 3, 3, padding=2, padding_mode="circular")).double().eval()
+    spectrum = model_spectrum(net, (3, 5, 5), pairs=64)
+    assert spectrum.network.upper >= spectrum.network.lower
+    assert all(not s.exact for s in spectrum.layers)

@@ -55,8 +55,9 @@ def parse_sweeps(items: list[str]) -> dict[str, list[object]]:
         if option is None:
             known = ", ".join(o.flat for o in OPTIONS.options)
             raise UsageError(f"--sweep {brief(key)}: not a recipe key (known: {known})")
-        values = [parse_yaml(v, f"--sweep {key}") if v.strip() else None for v in text.split(",")]
-        sweeps[option.dotted] = values
+        raw = [parse_yaml(v, f"--sweep {key}") if v.strip() else None for v in text.split(",")]
+        # each value checked against the option's type here (a sweep value is an option value like any other)
+        sweeps[option.dotted] = [OPTIONS.flatten({option.dotted: v}, f"--sweep {key}")[option.dotted] for v in raw]
     return sweeps
 
 
@@ -93,11 +94,27 @@ def collect(paths: list[str | Path], out_root: Path, sweeps: list[str] = (), gat
             jobs.append(Job(name, str(file), combo, recipe))
     seen: dict[str, str] = {}
     for job in jobs:
-        if job.name in seen:
-            raise UsageError(f"{job.source} and {seen[job.name]} would both write {out_root / job.name}: give the "
+        check_name(job.name, job.source)
+        key = job.name.casefold()  # a case-insensitive file system would make A and a one directory
+        if key in seen:
+            raise UsageError(f"{job.source} and {seen[key]} would both write {out_root / job.name}: give the "
                              "recipe files different names")
-        seen[job.name] = job.source
+        seen[key] = job.source
     return jobs
+
+
+# What sits next to the runs' directories in the batch's output: a run must not be named like them.
+RESERVED = ("summary.json", "summary.md", "junit.xml", "summary.html")
+
+
+def check_name(name: str, source: str) -> None:
+    """A run's name is a directory inside the batch's output: refuse `.` and `..` (the output itself, or
+    its parent), hidden names (a run's staging `.NAME.partial`, lock and previous result are hidden, so
+    a run named `.a.partial` would be another run's staging), and the summaries' file names."""
+    if name in (".", "..") or name.startswith(".") or name.casefold() in RESERVED or not name:
+        raise UsageError(f"{source}: the run would be named {brief(name)}, which cannot be a run's directory "
+                         "(names come from recipe file names: rename the file so that it does not start with a "
+                         f"dot and is not one of {', '.join(RESERVED)})")
 
 
 def _read(file: Path) -> dict[str, object]:

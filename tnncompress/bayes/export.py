@@ -7,7 +7,6 @@ and the ONNX graph use); `read_codes` rebuilds them bit for bit."""
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -16,7 +15,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..calibrate import CalibrationPool
+from ..errors import MalformedFileError, brief
 from ..formats import TensorizedLayer
+from ..io import check_file, write_atomically
 from .network import BayesianQuantizedNetwork, load_quantised
 
 CODES_FILE = "bqn.safetensors"
@@ -101,23 +102,72 @@ def unpack(packed: torch.Tensor, bits: int, shape) -> torch.Tensor:
 
 
 def write_codes(directory: Path, tensors: dict[str, torch.Tensor], bits: int) -> Path:
-    path = directory / CODES_FILE
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"format": "tnncompress-bqn", "bits": str(bits)})
-    os.replace(tmp, path)
-    return path
+    return write_atomically(directory / CODES_FILE, lambda tmp: save_file(
+        tensors, str(tmp), metadata={"format": "tnncompress-bqn", "bits": str(bits)}))
+
+
+PARTS = ("codes", "shape", "levels", "scale")
+MAX_BITS = 8
 
 
 def read_codes(directory: str | Path) -> dict[str, torch.Tensor]:
-    """{parameter name: the dequantised MAP weight} from a run's `bqn.safetensors`."""
-    path = Path(directory) / CODES_FILE
-    with safe_open(str(path), "pt") as f:
-        bits = int((f.metadata() or {}).get("bits", 8))
-    tensors = load_file(str(path))
+    """{parameter name: the dequantised MAP weight} from a run's `bqn.safetensors`. The file is input like
+    any other: every field is checked (bits 1-8, packed sizes that match the shape, codes within the
+    levels, finite levels and scales that broadcast) before anything is allocated from it, and a bad one
+    is a MalformedFileError naming the file and the tensor."""
+    path = check_file(Path(directory) / CODES_FILE, CODES_FILE)
+    try:
+        with safe_open(str(path), "pt") as f:
+            text = (f.metadata() or {}).get("bits", "8")
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own types for a damaged file
+        raise MalformedFileError(f"{path}: not a readable safetensors file ({brief(str(exc), 200)})") from None
+    bits = int(text) if isinstance(text, str) and text.isdigit() else None
+    if bits is None or not 1 <= bits <= MAX_BITS:
+        raise MalformedFileError(f"{path}: bits {brief(text)} is not an integer in 1..{MAX_BITS}")
+    names: dict[str, set[str]] = {}
+    for key in tensors:
+        name, _, part = key.rpartition(".")
+        if not name or part not in PARTS:
+            raise MalformedFileError(f"{path}: unexpected tensor {brief(key)} (expected NAME.{{{','.join(PARTS)}}})")
+        names.setdefault(name, set()).add(part)
     out = {}
-    for n in sorted({k.rsplit(".", 1)[0] for k in tensors}):
-        codes = tensors[f"{n}.codes"]
-        if f"{n}.shape" in tensors:  # packed (files from before packing hold one uint8 per code)
-            codes = unpack(codes, bits, tensors[f"{n}.shape"].tolist())
-        out[n] = tensors[f"{n}.scale"] * tensors[f"{n}.levels"][codes.long()]
+    for n in sorted(names):
+        try:
+            out[n] = _dequantise({p: tensors[f"{n}.{p}"] for p in names[n]}, bits)
+        except ValueError as exc:
+            raise MalformedFileError(f"{path}: {brief(n)}: {exc}") from None
     return out
+
+
+def _dequantise(parts: dict[str, torch.Tensor], bits: int) -> torch.Tensor:
+    missing = [p for p in ("codes", "levels", "scale") if p not in parts]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)}")
+    codes, levels, scale = parts["codes"], parts["levels"], parts["scale"]
+    if levels.dim() != 1 or not 1 <= levels.numel() <= 2 ** bits or not levels.is_floating_point():
+        raise ValueError(f"levels must be a float vector of 1..{2 ** bits} values, got {levels.dtype} "
+                         f"{list(levels.shape)}")
+    if not (torch.isfinite(levels).all() and scale.is_floating_point() and torch.isfinite(scale).all()):
+        raise ValueError("levels and scale must be finite floats")
+    if codes.dtype != torch.uint8:
+        raise ValueError(f"codes must be uint8, got {codes.dtype}")
+    if "shape" in parts:  # packed (files from before packing hold one uint8 per code)
+        shape = parts["shape"]
+        if shape.dtype != torch.int64 or shape.dim() != 1 or shape.numel() > 8 or (shape <= 0).any():
+            raise ValueError(f"shape must be at most 8 positive int64 sizes, got {shape.dtype} {shape.tolist()[:9]}")
+        shape = shape.tolist()
+        need = -(-math.prod(shape) * bits // 8)
+        if codes.dim() != 1 or codes.numel() != need:  # also bounds what unpacking allocates: the file's own size
+            raise ValueError(f"{math.prod(shape):,} codes of {bits} bits need {need:,} packed bytes, the file holds "
+                             f"{codes.numel():,}")
+        codes = unpack(codes, bits, shape)
+    if codes.numel() and int(codes.max()) >= levels.numel():
+        raise ValueError(f"a code {int(codes.max())} beyond the {levels.numel()} levels")
+    try:
+        if torch.broadcast_shapes(scale.shape, codes.shape) != codes.shape:
+            raise RuntimeError
+    except RuntimeError:
+        raise ValueError(f"scale of shape {list(scale.shape)} does not broadcast to the weight's "
+                         f"{list(codes.shape)}") from None
+    return scale.float() * levels.float()[codes.long()]

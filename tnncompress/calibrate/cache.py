@@ -40,7 +40,7 @@ def parse_memory(text: str) -> int:
             value = int(float(text[:-1]) * units[text[-1]])
         else:
             value = int(float(text))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or not a finite one
         value = -1
     if value < 0:
         raise UsageError(f"{opt('cache_memory')} {brief(text)}: use bytes, 2G, 512M or a percentage of RAM such as "

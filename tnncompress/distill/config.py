@@ -16,6 +16,7 @@ SCHEDULES = ("auto", "step", "cosine")
 AUTO = {"loss": ("mse", "kl"), "schedule": ("step", "cosine"), "ce_weight": (0.0, 0.3)}
 DEFAULT_EPOCHS = 2.0  # when neither steps nor epochs are given
 DEFAULT_BUDGET = "10m"  # of --kd auto when no budget is given
+MAX_BUDGET = 365 * 86400.0  # seconds: a budget beyond a year is a typo (and inf would overflow the step counts)
 
 
 class DistillConfig(Section, name="distill", title="Distillation", prefix="kd_"):
@@ -76,8 +77,9 @@ class DistillConfig(Section, name="distill", title="Distillation", prefix="kd_")
 
     def validate(self) -> None:
         seconds = self.budget_seconds()
-        if seconds is not None and not seconds > 0:
-            raise UsageError(f"{opt('kd_budget')} must be positive, got {brief(self.budget)}")
+        if seconds is not None and not 0 < seconds <= MAX_BUDGET:  # also refuses inf and nan
+            raise UsageError(f"{opt('kd_budget')} must be positive and at most {MAX_BUDGET // 86400:.0f} days, got "
+                             f"{brief(self.budget)}")
 
     def total_steps(self, train_samples: int) -> int:
         """The budget of updates of the main phase(s), fine-tuning excluded."""

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..data import ClassificationData
 from ..data.datasets import TensorImageDataset, iterate_batches
+from ..errors import NumericalError
 from ..progress import progress_bar
 
 ATTACKS = ("noise", "fgsm")
@@ -67,11 +68,19 @@ def robust_accuracy(model: nn.Module, data: ClassificationData, attack: str, str
                     (grad,) = torch.autograd.grad(F.cross_entropy(model(x), y), x)
                 step = strength * grad.sign()
                 x = x.detach()
-            x = x + (step / std if std is not None else step)
+            step = step / std if std is not None else step
+            where = f"{attack} {strength:g} on samples {seen}-{seen + y.shape[0] - 1} of {data.source}"
+            if not torch.isfinite(step).all():  # clipping would hide it; NaN logits would give argmax's pick
+                raise NumericalError(f"{where}: the perturbation is not finite (NaN or infinity in {step.dtype}); "
+                                     "use a smaller strength")
+            x = x + step
             if std is not None:  # back to [0, 1] pixels
                 x = torch.maximum(torch.minimum(x, (1 - mean) / std), -mean / std)
             with torch.no_grad():
-                correct += int((model(x).argmax(1) == y).sum())
+                logits = model(x)
+            if not torch.isfinite(logits).all():
+                raise NumericalError(f"{where}: the model's outputs are not finite (NaN or infinity)")
+            correct += int((logits.argmax(1) == y).sum())
             seen += y.shape[0]
             advance(y.shape[0])
     return Robustness(attack, strength, "pixel" if scale is not None else "input", correct / max(seen, 1), seen)

@@ -36,10 +36,11 @@ from ..io import (
     read_checkpoint,
     read_json,
     save_state_dict,
+    write_text,
 )
 from .deploy import DENSE, DeployChoice, bind, dense_module, tensorized_inputs
+from .structure import STRUCTURE_SCHEMA, check_structure
 
-STRUCTURE_SCHEMA = 1
 WEIGHTS, STRUCTURE = "model.safetensors", "structure.json"
 
 
@@ -85,17 +86,12 @@ def write_compressed(directory: Path, model: nn.Module, arch: str, arch_kwargs: 
     save_state_dict(model.state_dict(), directory / WEIGHTS,
                     metadata={"format": "tnncompress", "schema": str(STRUCTURE_SCHEMA), "arch": arch,
                               "tnncompress_version": __version__})
-    (directory / STRUCTURE).write_text(json.dumps(structure, indent=2) + "\n")
+    write_text(directory / STRUCTURE, json.dumps(structure, indent=2) + "\n")
     return structure
-
-
-OPTIMIZE = ("optimal", "measure", "naive", "rebuild", "greedy")
 
 
 def _layer_from_record(record: dict) -> TensorizedLayer:
     tz = record.get("tensorization")
-    if record.get("optimize", "optimal") not in OPTIMIZE:
-        raise ValueError(f"optimize {brief(record.get('optimize'))} is not one of {', '.join(OPTIMIZE)}")
     common = dict(fmt=record["format"], shape=KernelShape(**record["shape"]), ranks=record["ranks"],
                   tensorization=Tensorization(tuple(tz["out_modes"]), tuple(tz["in_modes"])) if tz else None,
                   bias=record["bias"], optimize=record.get("optimize", "optimal"))
@@ -170,6 +166,12 @@ def _deployment_form(model: nn.Module, structure: dict, form: str, origin: str) 
     return model
 
 
+def read_structure(directory: str | Path) -> dict:
+    """DIR/structure.json, every field checked (export/structure.py)."""
+    path = _own_file(Path(directory), STRUCTURE)
+    return check_structure(read_json(path, STRUCTURE, error=CheckpointError), str(path))
+
+
 def load(directory: str | Path, trust_code: bool = False, form: str = "fast") -> nn.Module:
     """Rebuild a compressed model written by `tnncompress run` (or `write_compressed`), in eval mode.
 
@@ -186,14 +188,9 @@ def load(directory: str | Path, trust_code: bool = False, form: str = "fast") ->
     directory = Path(directory)
     if not directory.is_dir():
         raise UsageError(f"{directory}: not a directory (a tnncompress output holds {STRUCTURE} and {WEIGHTS})")
-    structure_path, weights_path = _own_file(directory, STRUCTURE), _own_file(directory, WEIGHTS)
-    origin = str(structure_path)
-    structure = read_json(structure_path, STRUCTURE, error=CheckpointError)
-    if not isinstance(structure, dict):
-        raise CheckpointError(f"{origin}: expected a JSON object")
-    if structure.get("schema") != STRUCTURE_SCHEMA:
-        raise CheckpointError(f"{origin}: schema {brief(structure.get('schema'))}, "
-                              f"this tnncompress reads schema {STRUCTURE_SCHEMA}")
+    weights_path = _own_file(directory, WEIGHTS)
+    structure = read_structure(directory)
+    origin = str(directory / STRUCTURE)
     spec = arch_from_file(structure.get("arch"), origin, trust_code,
                           "pass trust_code=True if you trust the file")
     kwargs = check_arch_kwargs(spec, structure.get("arch_kwargs", {}), origin)

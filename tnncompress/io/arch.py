@@ -22,6 +22,7 @@ from torch import nn
 
 from .. import models as zoo
 from ..errors import CheckpointError, UntrustedCheckpointError, UsageError, brief, opt
+from ..limits import check
 from . import timm_models
 
 log = logging.getLogger(__name__)
@@ -239,7 +240,11 @@ def detect_arch(state: dict[str, torch.Tensor]) -> list[ArchSpec]:
     keys = set(state)
     matches = _matches(candidate_specs(), state, keys)
     if not matches and timm_models.available():
-        names = timm_models.candidates(keys)
+        names = timm_models.candidates(state)
+        # a few stem and head names are shared by many timm models (63 for resnet10t's, 172 for EfficientNet's);
+        # a state dict holding many such names (bait) would have hundreds built: refuse before building any
+        check("detect_builds", len(names), f"detecting the architecture: {len(names):,} timm models have the stem "
+              f"and classifier names of this state dict (name one with {opt('arch')} timm:NAME)")
         log.info("no torchvision or tnncompress model fits; trying %d timm models (--arch timm:NAME skips this)",
                  len(names))
         matches = _matches([ArchSpec("timm", n) for n in names], state, keys)

@@ -11,9 +11,7 @@ Everything else (TorchScript archives, other formats, empty or truncated files) 
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,7 @@ from torch import nn
 
 from ..errors import CheckpointError, NumericalError, UntrustedCheckpointError, opt
 from ..limits import check, inflate_allowance
-from .files import check_file
+from .files import check_file, write_atomically
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -199,26 +197,9 @@ def _is_tensor_dict(d: dict) -> bool:
     return all(isinstance(k, str) for k in d) and all(isinstance(v, torch.Tensor) for v in d.values())
 
 
-def atomic_write_bytes(path: Path, writer) -> None:
-    """Call writer(tmp_path) and rename into place, so a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        writer(Path(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode open() would have
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_state_dict(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Write a state dict as safetensors, atomically. Shared storage is copied (safetensors refuses it)."""
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    atomic_write_bytes(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata or {}))
+    write_atomically(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata or {}))

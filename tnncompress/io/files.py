@@ -1,9 +1,15 @@
-"""Reading the small text inputs (recipes, ranks files, structure.json) as untrusted files.
+"""Reading the small text inputs (recipes, ranks files, structure.json) as untrusted files, and writing
+every output file the one safe way.
 
 Every path is checked with a precise reason (missing, a symlink loop, a directory), every file is
 bounded in size before it is read, decoded as UTF-8 with a clear error, and YAML is read without
 aliases: `&a [*a, *a]` nested nine deep is a 300-byte file that expands to gigabytes ("billion
 laughs"), and no recipe or ranks file needs an alias.
+
+Every file tnncompress writes goes through `write_atomically`: a temporary file in the same directory,
+renamed over the target, so a reader never sees half a file and a link planted at the target's name
+(`report.md -> ~/.bashrc`) is never written through: a target that exists and is not a regular file
+is refused.
 """
 
 from __future__ import annotations
@@ -11,6 +17,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -89,3 +98,37 @@ def inside(path: str | Path, directory: str | Path) -> bool:
     """Whether `path` is `directory` or lies under it, symbolic links resolved."""
     p, d = os.path.realpath(path), os.path.realpath(directory)
     return p == d or p.startswith(d.rstrip(os.sep) + os.sep)
+
+
+def write_atomically(path: str | Path, writer: Callable[[Path], object]) -> Path:
+    """Call writer(tmp) on a new file next to `path`, then rename it over `path`, with the mode open()
+    would give (mkstemp makes 0600). A `path` that exists as anything but a regular file (a symbolic
+    link, a directory, a FIFO) is refused: a rename would replace a link, but refusing says why."""
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "a directory" if stat.S_ISDIR(st.st_mode) \
+                else "not a regular file"
+            raise UsageError(f"{path} is {kind}; refusing to write through it (remove it, or write elsewhere)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        writer(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """`text` as UTF-8 into `path`, atomically (see write_atomically)."""
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -48,11 +48,15 @@ def constructor(name: str):
     return functools.partial(timm.create_model, name, pretrained=False)
 
 
-def candidates(state_keys: set[str]) -> list[str]:
-    """timm models whose first convolution and classifier weights are keys of the state dict."""
+def candidates(state: dict) -> list[str]:
+    """timm models whose first convolution weight (4-D) and classifier weights (2-D, or 4-D for a 1x1
+    convolution) are in the state dict: what can be decided without building a model."""
     if not available():
         return []
     import timm
+
+    def has(key: str, dims: tuple[int, ...]) -> bool:
+        return key in state and getattr(state[key], "dim", lambda: -1)() in dims
 
     found = []
     for name in sorted(names(timm)):
@@ -60,8 +64,8 @@ def candidates(state_keys: set[str]) -> list[str]:
         first = getattr(cfg, "first_conv", None)
         head = getattr(cfg, "classifier", None)
         heads = head if isinstance(head, (list, tuple)) else [head]
-        if isinstance(first, str) and f"{first}.weight" in state_keys and all(
-                isinstance(h, str) and f"{h}.weight" in state_keys for h in heads):
+        if isinstance(first, str) and has(f"{first}.weight", (4,)) and all(
+                isinstance(h, str) and has(f"{h}.weight", (2, 4)) for h in heads):
             found.append(name)
     return found
 

@@ -1,4 +1,5 @@
-"""`tnncompress run`: load -> plan -> Layer-Decomp -> [distil] -> evaluate -> export -> latency -> report.
+"""`tnncompress run`: load -> plan -> Layer-Decomp -> [distil] -> evaluate -> export -> latency -> report
+-> manifest.
 
 This module sequences the stages (stages.py), times them, and writes the output directory atomically
 (staging.py). Under torchrun every process runs the stages up to distillation (which they share);
@@ -18,19 +19,20 @@ import torch
 
 from .. import progress
 from ..bayes.export import write_codes
-from ..data import DataSpec, fashion_mnist_dir, parse_spec
+from ..data import fashion_mnist_dir, parse_spec
 from ..distill import setup as setup_processes
 from ..distill import teardown as leave_processes
 from ..env import resolve_device
 from ..errors import UsageError, opt
 from ..export.choose import speedup_hint
-from ..io import check_file
+from ..io import check_file, write_text
 from ..report import RunReport, build_report, layer_rows, write_report
 from ..report.gates import judge
 from ..spectral.replace import densify
 from ..timing import Stopwatch
 from . import stages
-from .recipe import OPTIONS, Recipe, read_recipe
+from .manifest import inputs_of, recipe_values, write_manifest
+from .recipe import Recipe, read_recipe
 from .staging import Workspace, destination, staged_directory, workspace
 
 RECIPE_FILE = "recipe.yaml"
@@ -52,6 +54,7 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
     spec = parse_spec(recipe.data.spec) if recipe.data.spec else None
     check_file(recipe.model.checkpoint, "checkpoint")
     ctx = setup_processes(resolve_device(recipe.device))
+    inputs = inputs_of(recipe) if ctx.main else None  # what manifest.json says the results were made from
     if not ctx.main:
         progress.set_enabled(False)
     torch.manual_seed(recipe.seed)
@@ -141,7 +144,8 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         report.bqn = bqn
         report.gates = judge(recipe.gates, report)
         write_report(ws.output, report)
-        (ws.output / RECIPE_FILE).write_text(recipe.to_yaml())
+        write_text(ws.output / RECIPE_FILE, recipe.to_yaml())
+        write_manifest(ws.output, recipe, inputs)  # last: it hashes every other file
     return RunResult(out, report, student)
 
 
@@ -182,19 +186,10 @@ def _check_resumable(ws: Workspace, recipe: Recipe, resume: bool) -> None:
                              f"{', '.join(changed)}; rerun with the same options, or {opt('force')} to start over")
     elif resume:
         log.warning("nothing to resume in %s; starting from the beginning", ws.root)
-    ws.recipe.write_text(recipe.to_yaml())
+    write_text(ws.recipe, recipe.to_yaml())
 
 
 def comparable(recipe: Recipe) -> dict[str, object]:
     """What a resumed run must share with the interrupted one: every option that changes what is computed,
     with paths made absolute (`--out o` and `--out $PWD/o` are the same run)."""
-    values = {o.dotted: v for o, v in zip(OPTIONS.options, recipe.values().values(), strict=True)
-              if not o.execution and o.dotted != "out"}
-    for key in ("model.checkpoint", "compress.ranks"):
-        if values.get(key):
-            values[key] = os.path.realpath(values[key])
-    if values.get("data.spec"):
-        spec = parse_spec(values["data.spec"])
-        values["data.spec"] = str(DataSpec(spec.kind, Path(os.path.realpath(spec.path)) if spec.path else None,
-                                           spec.options))
-    return values
+    return recipe_values(recipe, lambda o: not o.execution and o.dotted != "out")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from ..export import OPSET, FormDecision, deployable, operator_counts, to_onnx, 
 from ..formats import planned
 from ..inspect import call_order
 from ..io import LoadedModel, load_model
+from ..limits import check
 from ..report import Accuracy, Latency, OnnxReport, StageRecord, measure_latency
 from ..spectral import model_spectrum
 from ..spectral.control import SpectralControl
@@ -62,11 +64,13 @@ def load(recipe: Recipe, spec: DataSpec | None) -> tuple[LoadedModel, Classifica
                          "be rebuilt without unpickling; this checkpoint holds a whole pickled module")
     log.info("architecture %s (%s)", loaded.arch, loaded.arch_how)
     if spec is None:
+        check_batches(recipe, loaded.input_size)
         return loaded, None, None
     classes = output_classes(loaded.model, loaded.input_size) if spec.kind == "synthetic" else None
     test = load_data(spec, "test", input_size=loaded.input_size, num_classes=classes)
     if m.input_size is None and test.input_size != loaded.input_size:
         loaded.input_size = test.input_size  # the input size defaults to the dataset's
+    check_batches(recipe, loaded.input_size)
     check_compatible(loaded.model, test)
     log.info("data: %s, %d test samples", test.source, len(test))
     train = None
@@ -76,6 +80,19 @@ def load(recipe: Recipe, spec: DataSpec | None) -> tuple[LoadedModel, Classifica
         log.info("training split: %s, %d samples%s", train.source, len(train),
                  "".join(f" ({n})" for n in train.notes if "subset" in n))
     return loaded, test, train
+
+
+def check_batches(recipe: Recipe, input_size: tuple[int, ...]) -> None:
+    """Refuse, before any work, a batch size whose inputs alone would exceed the batch_elements limit."""
+    sizes = {"batch_size": [recipe.evaluate.batch_size], "deploy_batch": recipe.export.deploy_batch,
+             "latency_batches": recipe.report.latency_batches if recipe.report.latency else [],
+             "kd_batch_size": [recipe.distill.batch_size] if recipe.distill.enabled else [],
+             "bqn_batch_size": [recipe.bqn.batch_size] if recipe.bqn.enabled else []}
+    per_sample = math.prod(input_size)
+    for key, batches in sizes.items():
+        if batches:
+            check("batch_elements", max(batches) * per_sample, f"{opt(key)} {max(batches):,} at input size "
+                  f"{','.join(map(str, input_size))}")
 
 
 def data_aware(recipe: Recipe) -> bool:

@@ -22,14 +22,14 @@ RUNTIME_ALIASES = {"pytorch": "pytorch_cpu", "onnxruntime": "onnxruntime_cpu", "
 class GatesConfig(Section, name="gates", title="Gates (a run that misses one exits 4)", prefix="gate_"):
     max_accuracy_drop: float | None = option(
         None, "Most top-1 points the compressed model may lose against the original (needs --data).",
-        minimum=0, execution=True)
+        minimum=0, execution=True, reuse=False)
     max_rate: float | None = option(None, "Largest parameter ratio compressed / original of the whole model.",
-                                    above=0, execution=True)
+                                    above=0, execution=True, reuse=False)
     min_speedup: str | None = option(
         None, "Smallest latency speed-up, with its runtime and batch: 1.5@onnxruntime_cpu:1 (runtimes: "
-              + ", ".join(RUNTIMES) + ").", execution=True)
+              + ", ".join(RUNTIMES) + ").", execution=True, reuse=False)
     max_onnx_error: float | None = option(None, "Largest |onnxruntime - PyTorch| of the ONNX check.",
-                                          minimum=0, execution=True)
+                                          minimum=0, execution=True, reuse=False)
 
     def validate(self) -> None:
         if self.min_speedup is not None:

@@ -8,12 +8,11 @@ how to get the plots. Every number a plot shows is also in a table, so the page 
 from __future__ import annotations
 
 import base64
-import html
 import io
 from collections.abc import Callable
 from pathlib import Path
 
-from .. import __version__
+from .. import __version__, escape
 from .latency import RUNTIMES
 from .model import RunReport
 
@@ -58,7 +57,7 @@ def _figure(plt, draw: Callable, caption: str, size=(5.2, 3.4)) -> str:
 
 
 def _e(text: object) -> str:
-    return html.escape(str(text))
+    return escape.html(text)
 
 
 def _table(header: list[str], rows: list[list[object]], numeric_from: int = 1) -> str:
@@ -196,9 +195,12 @@ def _run_plots(plt, report: RunReport) -> list[str]:
 
 def summary_html(outcomes, doc: dict, directory: Path) -> str:
     """The page of a batch: its runs, their gates, and the trade-off plots across them."""
-    body = [f"<h1>tnncompress batch: {doc['total']} runs</h1>",
-            f"<p>{doc['passed']} passed, {doc['failed']} missed a gate, {doc['errors']} errors "
-            f"({doc['reused']} reused, {doc['resumed']} resumed). <code>{_e(doc['command'])}</code></p>"]
+    state = {"running": "<strong>running</strong>: ", "interrupted": "<strong>interrupted</strong>: "}.get(
+        doc.get("state"), "")
+    body = [f"<h1>tnncompress batch: {doc['total'] + len(doc.get('not_run', []))} runs</h1>",
+            f"<p>{state}{doc['passed']} passed, {doc['failed']} missed a gate, {doc['errors']} errors "
+            f"({doc['reused']} reused, {doc['resumed']} resumed), {len(doc.get('not_run', []))} not run. "
+            f"<code>{_e(doc['command'])}</code></p>"]
     rows = []
     for o in outcomes:
         m = o.metrics
@@ -209,6 +211,8 @@ def summary_html(outcomes, doc: dict, directory: Path) -> str:
                         m.get("format", "-"), "-" if m.get("rate") is None else f"{m['rate']:.4f}",
                         _pct(m.get("top1_original")), _pct(m.get("top1")), f"{o.seconds:.1f}"))
                     + f"<td>{_e(o.message or '')}</td></tr>")
+    rows += [f'<tr><td>{_e(name)}</td><td class="error">not run</td>' + '<td class="n">-</td>' * 5
+             + f"<td>{_e(doc.get('state'))}</td></tr>" for name in doc.get("not_run", [])]
     body += ["<h2>Runs</h2><table><tr>" + "".join(f"<th>{h}</th>" for h in (
         "run", "status", "format", "rate", "top-1 original", "top-1", "seconds", "why")) + "</tr>" + "".join(rows)
         + "</table>"]

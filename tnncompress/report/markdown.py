@@ -1,8 +1,14 @@
-"""report.md: the report of a run, for people."""
+"""report.md: the report of a run, for people.
+
+It is made from report.json alone, which is a file like any other: every string it holds (the checkpoint's
+path, layer names, which are state-dict keys, reasons, warnings) is shown as a code span by
+`escape.markdown`, so none can add a table row, a link, an image or HTML.
+"""
 
 from __future__ import annotations
 
 from ..distill import DistillResult
+from ..escape import markdown as md
 from .model import Accuracy, RunReport
 
 
@@ -15,22 +21,27 @@ def _num(n: float | int | None) -> str:
     return f"{n:g}" if isinstance(n, float) else str(n)
 
 
+def _code(text: object) -> str:
+    """A string from the report, outside a table."""
+    return md(text, table=False)
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
 def _ranks(r: dict | None) -> str:
-    return "-" if not r else " ".join(f"{k}={v}" for k, v in r.items())
+    return "-" if not r else md(" ".join(f"{k}={v}" for k, v in r.items()))
 
 
 def _distillation(d: DistillResult, acc: Accuracy) -> list[str]:
-    name = {"seq": "Seq-KD", "e2e": "E2E-KD"}.get(d.algorithm, d.algorithm)
+    name = {"seq": "Seq-KD", "e2e": "E2E-KD"}.get(d.algorithm, _code(d.algorithm))
     b = d.budget
     compressed = acc.compressed.top1 if acc.compressed else None
     start = d.curve[0] if d.curve else None
     lines = ["", f"## Distillation ({name})", "",
              f"{d.updates} gradient updates of batch {b.batch_size} ({b.epochs:.2f} epochs of "
-             f"{d.train['source']}, {d.train['samples']} samples) on {d.device}"
+             f"{_code(d.train['source'])}, {d.train['samples']} samples) on {_code(d.device)}"
              + (f", {d.world_size} processes" if d.world_size > 1 else "")
              + (f", from a wall-clock budget of {b.seconds:.0f} s" if b.seconds else "") + "; before distillation: "
              f"{_pct(start.top1 if start else None)} ({start.samples if start else 0} test samples), after: "
@@ -39,12 +50,13 @@ def _distillation(d: DistillResult, acc: Accuracy) -> list[str]:
         c = d.cache
         kinds = sorted(set(c.dtypes.values()))
         lines.append(f"Activation cache: {c.samples} calibration images, {c.entries} tensors, "
-                     f"{c.bytes / 2 ** 20:.1f} MiB in {c.storage} ({', '.join(kinds)}), built in {c.seconds:.1f} s.")
+                     f"{c.bytes / 2 ** 20:.1f} MiB in {_code(c.storage)} ({_code(', '.join(kinds))}), "
+                     f"built in {c.seconds:.1f} s.")
     lines += ["", "| after | updates | top-1 (curve samples) |", "|---|---:|---:|"]
-    lines += [f"| {p.after} | {p.updates} | {_pct(p.top1)} |" for p in d.curve]
+    lines += [f"| {md(p.after)} | {p.updates} | {_pct(p.top1)} |" for p in d.curve]
     lines += ["", "| phase | steps | trained params | first loss | mean loss | updates/s | images/s | seconds | "
               "CPU seconds | lr reductions |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {u.phase} | {u.steps} | {_num(u.trained_params)} | {u.first_loss or 0:.4g} | "
+    lines += [f"| {md(u.phase)} | {u.steps} | {_num(u.trained_params)} | {u.first_loss or 0:.4g} | "
               f"{u.mean_loss:.4g} | {u.steps / max(u.seconds, 1e-9):.1f} | {u.images_per_s:.0f} | "
               f"{u.wall_seconds:.1f} | {u.cpu_seconds:.1f} | {u.lr_reductions} |" for u in d.phases]
     return lines
@@ -53,13 +65,16 @@ def _distillation(d: DistillResult, acc: Accuracy) -> list[str]:
 def render_markdown(report: RunReport) -> str:
     p, f, acc = report.params, report.flops, report.accuracy
     target = report.target_rate
-    lines = [f"# tnncompress report: {report.model['checkpoint']}", "",
-             f"- architecture: `{report.model['arch']}`, input size {report.input_size}",
-             f"- format: `{report.format}`" + (f" (layers use {', '.join(report.formats_used)})"
-                                               if report.formats_used != [report.format] else ""),
+    lines = [f"# tnncompress report: {_code(report.model.get('checkpoint'))}", "",
+             f"- architecture: {_code(report.model.get('arch'))}, input size "
+             f"{_code(report.input_size)}",
+             f"- format: {_code(report.format)}"
+             + (f" (layers use {_code(', '.join(report.formats_used))})"
+                if report.formats_used != [report.format] else ""),
              f"- target rate: {target if target is not None else 'from the ranks file'} "
-             f"(by {report.rate_by}), seed {report.seed}",
-             f"- tnncompress {report.tnncompress_version}, torch {report.versions.get('torch')}",
+             f"(by {_code(report.rate_by)}), seed {report.seed}",
+             f"- tnncompress {_code(report.tnncompress_version)}, torch "
+             f"{_code(report.versions.get('torch'))}",
              "", "## Summary", "", "| | original | compressed | ratio |", "|---|---:|---:|---:|",
              f"| parameters (model) | {_num(p.original)} | {_num(p.compressed)} | {p.rate:.4f} |",
              f"| parameters (compressed layers) | {_num(p.compressible_original)} | "
@@ -67,20 +82,20 @@ def render_markdown(report: RunReport) -> str:
              else "| parameters (compressed layers) | - | - | - |",
              f"| FLOPs per sample | {_num(f.original)} | {_num(f.compressed)} | {f.ratio:.4f} |"]
     if acc.original is not None and acc.compressed is not None:
-        lines.append(f"| top-1 accuracy ({acc.data}, {acc.samples} samples) | {_pct(acc.original.top1)} | "
+        lines.append(f"| top-1 accuracy ({md(acc.data)}, {acc.samples} samples) | {_pct(acc.original.top1)} | "
                      f"{_pct(acc.compressed.top1)} | |")
     if report.gates:
         lines += ["", "## Gates", "", "| gate | measured | limit | result |", "|---|---:|---:|---|"]
         for g in report.gates:
-            what = g.what.replace("|", "\\|")
-            lines.append(f"| {g.name} ({what}) | {g.measured_text} | {g.relation} {g.limit:g} | "
+            lines.append(f"| {md(g.name)} ({md(g.what)}) | {g.measured_text} | {g.relation} {g.limit:g} | "
                          f"{'passed' if g.passed else '**missed**'} |")
     if report.stages:
         lines += ["", "## Stages", "", "Accuracy after each stage before distillation, on the curve's test samples; "
                   "seconds are the stage's own (wall clock, and CPU time of all threads)."
-                  + (f" Calibration pool: {report.calibration['source']}." if report.calibration else ""), "",
+                  + (f" Calibration pool: {_code(report.calibration.get('source'))}."
+                     if report.calibration else ""), "",
                   "| stage | seconds | CPU seconds | top-1 |", "|---|---:|---:|---:|"]
-        lines += [f"| {p.stage} | {p.seconds:.1f} | {p.cpu_seconds:.1f} | {_pct(p.top1)} |" for p in report.stages]
+        lines += [f"| {md(p.stage)} | {p.seconds:.1f} | {p.cpu_seconds:.1f} | {_pct(p.top1)} |" for p in report.stages]
     if report.distillation:
         lines += _distillation(report.distillation, acc)
     if report.spectral:
@@ -90,7 +105,7 @@ def render_markdown(report: RunReport) -> str:
     if report.latency:
         lines += ["", "## Latency", "", f"Median milliseconds per batch, {report.latency.threads} threads.", "",
                   "| runtime | batch | original | compressed | speed-up |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {runtime} | {batch} | {e.original_ms:.2f} | {e.compressed_ms:.2f} | {e.speedup:.2f}x |"
+        lines += [f"| {md(runtime)} | {md(batch)} | {e.original_ms:.2f} | {e.compressed_ms:.2f} | {e.speedup:.2f}x |"
                   for runtime, batch, e in report.latency.rows()]
     onnx = report.onnx
     lines += ["", "## ONNX", ""]
@@ -107,7 +122,7 @@ def render_markdown(report: RunReport) -> str:
         lines += ["## Load form", "", "The form each layer takes in `tnncompress.load(DIR)` (eager PyTorch; "
                   "`load(DIR, form=\"factors\")` gives the trainable factors).", "", *_forms(report.load_forms)]
     if report.warnings:
-        lines += ["## Warnings", "", *(f"- {w}" for w in report.warnings), ""]
+        lines += ["## Warnings", "", *(f"- {_code(w)}" for w in report.warnings), ""]
     lines += ["## Layers", "", "Errors are relative: the kernel's (weight-space Layer-Decomp), and the layer's output "
               "on the calibration pool before and after data-aware fitting.", "",
               "| layer | status | format | ranks | params | rate | kernel error | output error | ONNX form | load form "
@@ -117,9 +132,9 @@ def render_markdown(report: RunReport) -> str:
         err = "-" if r.rel_error is None else f"{r.rel_error:.4f}"
         out = "-" if r.output_error is None else f"{r.output_error:.4f} -> {r.output_error_refit:.4f}"
         rate = "-" if r.rate is None else f"{r.rate:.4f}"
-        lines.append(f"| {r.name} | {r.status} | {r.format or '-'} | {_ranks(r.ranks)} | "
+        lines.append(f"| {md(r.name)} | {md(r.status)} | {md(r.format or '-')} | {_ranks(r.ranks)} | "
                      f"{_num(r.params_original)} -> {_num(r.params_compressed)} | {rate} | {err} | {out} | "
-                     f"{r.deploy_form or '-'} | {r.load_form or '-'} | {r.reason} |")
+                     f"{md(r.deploy_form or '-')} | {md(r.load_form or '-')} | {md(r.reason)} |")
     lines += ["", "Repeat this run with `tnncompress run --recipe recipe.yaml` (in this directory).", ""]
     return "\n".join(lines)
 
@@ -141,7 +156,7 @@ def _spectral(s) -> list[str]:
     """The constraint, each compressed layer's sigma_max before and after it, and the network's bounds."""
     what = s.constraint or "none"
     lines = ["", "## Spectral control", "",
-             f"Constraint `{what}`, projected every {s.every} steps and once after distillation ({s.projections} "
+             f"Constraint {_code(what)}, projected every {s.every} steps and once after distillation ({s.projections} "
              f"passes); orthogonality penalty {s.orthogonality:g}; batch-norm gain bound "
              f"{'-' if s.bn is None else f'{s.bn:g}'}.",
              f"Network Lipschitz bound (L2) before: {_bound(s.network_before)}; after: {_bound(s.network_after)}.",
@@ -152,10 +167,10 @@ def _spectral(s) -> list[str]:
              "|---|---:|---:|---:|---:|---|---:|"]
     for r in s.layers:
         err = "-" if r.projection_error is None else f"{r.projection_error:.3g}"
-        lines.append(f"| {r.name} | {_sigma(r.sigma_before, r.sigma_before_lower, r.exact)} | "
+        lines.append(f"| {md(r.name)} | {_sigma(r.sigma_before, r.sigma_before_lower, r.exact)} | "
                      f"{_sigma(r.sigma_after, r.sigma_after_lower, r.exact)} | "
                      f"{_sigma(r.with_bn_before, None, True)} | {_sigma(r.with_bn_after, None, True)} | "
-                     f"{r.projection or '-'} | {err} |")
+                     f"{md(r.projection or '-')} | {err} |")
     return lines
 
 
@@ -166,9 +181,8 @@ def _bqn(b) -> list[str]:
     which = "factors and dense layers" if b.dense else "the compressed layers' factors"
     lines = ["", "## Bayesian quantized network", "",
              f"{b.bits}-bit categorical posterior over {size['quantised_weights']:,} weights in {len(b.tensors)} "
-             f"tensors ({which}); lambda "
-             f"{b.lam:g}, targets {b.targets}; {t['steps']} updates in {t['seconds']:.0f} s, final KL to the uniform "
-             f"prior {t['kl']:.4g} nats, temperature {t['temperature']:.3f}"
+             f"tensors ({which}); lambda {b.lam:g}, targets {_code(b.targets)}; {t['steps']} updates in "
+             f"{t['seconds']:.0f} s, final KL to the uniform prior {t['kl']:.4g} nats, temperature {t['temperature']:.3f}"
              + (f", categoricals annealed to temperature 1/{b.sharpen:g}" if b.sharpen != 1 else "") + ". "
              + (f"Every concrete QNN's batch norms re-estimated on {b.recalibrated:,} pool images."
                 if b.recalibrated else "Concrete QNNs keep the float student's batch-norm statistics.")
@@ -176,8 +190,8 @@ def _bqn(b) -> list[str]:
              *_activations(b.activations),
              f"MAP QNN: {size['bytes']:,} bytes ({size['bits_per_weight']:.2f} bits per weight over all weights) "
              f"against {size['float32_bytes']:,} in float32 ({size['ratio']:.2f}x smaller); codes in "
-             f"`{b.codes_file}`; "
-             + (f"the temperature is folded into `{b.temperature_folded_into}`, so the exported logits are the "
+             f"{_code(b.codes_file)}; "
+             + (f"the temperature is folded into {_code(b.temperature_folded_into)}, so the exported logits are the "
                 "evaluated ones." if b.temperature_folded_into else
                 "the temperature is not folded into the export (its output is not a linear layer's): exported "
                 "logits are the evaluated ones times the temperature (top-1 is the same)."), ""]
@@ -210,16 +224,16 @@ def _forms(d) -> list[str]:
     candidates' times (ms per batch; batch sizes separated by /)."""
     batches = " / ".join(str(b) for b in d.batches)
     if not d.models:
-        return [f"Form `{d.picked}` for every layer (not timed).", ""]
-    lines = [f"Timed in {d.runtime} at batch {batches}; the assignment with the lowest geometric mean of the "
+        return [f"Form {_code(d.picked)} for every layer (not timed).", ""]
+    lines = [f"Timed in {_code(d.runtime)} at batch {batches}; the assignment with the lowest geometric mean of the "
              "whole model's times is kept.", "", "| assignment | ms per batch | |", "|---|---:|---|"]
-    lines += [f"| {_ASSIGNMENT.get(name, name)} | {' / '.join(f'{v:.2f}' for v in ms.values())} | "
+    lines += [f"| {_ASSIGNMENT.get(name, md(name))} | {' / '.join(f'{v:.2f}' for v in ms.values())} | "
               f"{'**kept**' if name == d.picked else ''} |" for name, ms in d.models.items()]
     names = sorted({c for layer in d.layers for c in layer.ms}, key=lambda c: (c != "dense", c != "optimal", c))
     lines += ["", "Per layer, ms per batch of each candidate (`optimal`, `greedy`, `naive`: factor chains "
               "by that plan):",
-              "", "| layer | form | " + " | ".join(names) + " |", "|---|---|" + "---:|" * len(names)]
+              "", "| layer | form | " + " | ".join(md(n) for n in names) + " |", "|---|---|" + "---:|" * len(names)]
     for layer in d.layers:
         cells = [" / ".join(f"{v:.3f}" for v in layer.ms[c].values()) if c in layer.ms else "-" for c in names]
-        lines.append(f"| {layer.name} | {layer.label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {md(layer.name)} | {md(layer.label)} | " + " | ".join(cells) + " |")
     return [*lines, ""]

@@ -1,10 +1,12 @@
-"""The one place a report becomes files: report.json (the records as plain data), report.md and report.html."""
+"""The one place a report becomes files: report.json (the records as plain data), report.md and report.html,
+each written atomically and never through a link (io.write_atomically)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from ..io import write_text
 from ..schema import to_data
 from .html import REPORT_HTML, report_html
 from .markdown import render_markdown
@@ -14,11 +16,11 @@ REPORT_JSON, REPORT_MD = "report.json", "report.md"
 
 
 def write_report(directory: Path, report: RunReport) -> None:
-    (directory / REPORT_JSON).write_text(json.dumps(to_data(report), indent=2) + "\n")
+    write_text(directory / REPORT_JSON, json.dumps(to_data(report), indent=2) + "\n")
     write_pages(directory, report)
 
 
 def write_pages(directory: Path, report: RunReport) -> None:
     """report.md and report.html, which are made from report.json's records alone."""
-    (directory / REPORT_MD).write_text(render_markdown(report))
-    (directory / REPORT_HTML).write_text(report_html(report), encoding="utf-8")
+    write_text(directory / REPORT_MD, render_markdown(report))
+    write_text(directory / REPORT_HTML, report_html(report))

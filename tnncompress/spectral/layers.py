@@ -8,7 +8,11 @@ Methods (`LayerSpectrum.method`): "fft" (per-frequency SVDs), "single" (one SVD:
 values at every frequency, as for 1x1 kernels), "matrix" (a linear layer).
 
 Exactness (`LayerSpectrum.exact`): a circular convolution whose output is n/s per axis, and a linear
-layer, are exact. Zero padding (and "valid") is not circular: the values reported are those of the
+layer, are exact. A circular padding larger than that repeats outputs: where every output position is
+repeated c times (per axis), the values are exactly sqrt(c) times the circular operator's; otherwise
+sqrt(most repeats) times them is an upper bound (and a padding too small for n/s outputs leaves some out:
+the circular values bound them from above).
+Zero padding (and "valid") is not circular: the values reported are those of the
 circular operator on `padding_grid` (n + 2p rounded up to the stride), each an upper bound of the
 corresponding zero-padded singular value, and `lower` is a power iteration on the true operator (its
 adjoint from autograd), a lower bound of sigma_max. Reflect and replicate padding have no exact method
@@ -17,6 +21,7 @@ and are refused.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -25,8 +30,9 @@ from torch import nn
 
 from ..errors import UsageError
 from ..formats.layer import TensorizedConv2d, TensorizedLayer, TensorizedLinear
+from ..limits import check
 from .core import core_kernel, has_core
-from .fft import Pair, conv_singular_values, padding_grid, pair, tap_phases
+from .fft import Pair, conv_singular_values, fft_bytes, padding_grid, pair, tap_phases
 
 SPECTRAL_LAYERS = (nn.Conv2d, nn.Linear, TensorizedConv2d, TensorizedLinear)
 _NO_METHOD = (nn.Conv1d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Bilinear)
@@ -105,25 +111,45 @@ def check_layer(name: str, module: nn.Module) -> None:
                             "method (zeros and circular do)")
 
 
-def _grid(name: str, module: nn.Module, input_hw: Pair) -> tuple[Pair, bool]:
-    """The circular grid the values are computed on, and whether they are exact there."""
+def _circular_repeats(n: int, s: int, out: int, left: int) -> list[int]:
+    """How many of the `out` outputs along an axis read each position of the stride-s circular operator on
+    n points. Output i is the circular correlation at (i s - left) mod n: every position read once when
+    out = n / s, some twice or more when the padding exceeds what n / s outputs need, some never when it
+    falls short."""
+    counts = [0] * (n // s)
+    for i in range(out):
+        counts[((i * s - left) % n) // s] += 1
+    return counts
+
+
+def _grid(name: str, module: nn.Module, input_hw: Pair) -> tuple[Pair, bool, float]:
+    """The circular grid the values are computed on, whether they are exact there, and the factor that
+    scales the grid's values to the layer's (> 1 when a circular padding repeats outputs)."""
     stride, dilation, padding, mode, _ = _geometry(module)
     kernel_hw = _kernel_hw(module)
     if isinstance(module, (nn.Linear, TensorizedLinear)):
-        return (1, 1), True
+        return (1, 1), True, 1.0
     for n, s, axis in zip(input_hw, stride, ("height", "width"), strict=True):
         if n % s:
             raise SpectralInputError(f"layer {name}: input {axis} {n} is not divisible by its stride {s}; "
                              "choose an input size whose feature maps divide (--input-size)")
     pads = _pads(padding, kernel_hw, dilation)
-    out = [(n + 2 * p - d * (k - 1) - 1) // s + 1
-           for n, p, d, k, s in zip(input_hw, pads, dilation, kernel_hw, stride, strict=True)]
     if mode == "circular":
-        exact = all(o * s == n for o, s, n in zip(out, stride, input_hw, strict=True))
-        return tuple(input_hw), exact
+        # The operator is S C: C the stride-s circular operator on the n x n grid, S picking (and maybe
+        # repeating) its outputs, S^T S = diag(repeats). So A^T A = C^T D C: exactly c C^T C when every
+        # position is read c times, else between min(c) and max(c) times it (each singular value too).
+        # PyTorch's "same" pads d(k-1) in all, the smaller half before.
+        left = [d * (k - 1) // 2 for k, d in zip(kernel_hw, dilation, strict=True)] if padding == "same" else \
+            [0, 0] if padding == "valid" else list(pads)
+        total = [d * (k - 1) for k, d in zip(kernel_hw, dilation, strict=True)] if padding == "same" else \
+            [2 * p for p in pads]
+        repeats = [_circular_repeats(n, s, (n + t - d * (k - 1) - 1) // s + 1, lo) for n, s, t, d, k, lo in
+                   zip(input_hw, stride, total, dilation, kernel_hw, left, strict=True)]
+        exact = all(len(set(r)) == 1 and r[0] > 0 for r in repeats)
+        return tuple(input_hw), exact, math.sqrt(max(repeats[0]) * max(repeats[1]))
     if all(p == 0 and d * (k - 1) == 0 for p, d, k in zip(pads, dilation, kernel_hw, strict=True)):
-        return tuple(input_hw), True  # a 1x1 kernel without padding never wraps: circular is exact
-    return padding_grid(input_hw, pads, stride), False
+        return tuple(input_hw), True, 1.0  # a 1x1 kernel without padding never wraps: circular is exact
+    return padding_grid(input_hw, pads, stride), False, 1.0
 
 
 def _kernels(module: nn.Module, dtype, out_scale) -> tuple[str, list[torch.Tensor], int]:
@@ -179,11 +205,12 @@ def layer_spectrum(name: str, module: nn.Module, input_hw: Pair, dtype=torch.flo
     check_layer(name, module)
     t0 = time.perf_counter()
     stride, dilation, _, _, _ = _geometry(module)
-    grid, exact = _grid(name, module, pair(input_hw))
+    grid, exact, repeats = _grid(name, module, pair(input_hw))
     path, kernels, groups = _kernels(module, dtype, out_scale)
+    _check_memory(name, kernels, grid, stride, dilation, dtype)
     linear = isinstance(module, (nn.Linear, TensorizedLinear))
     values = torch.cat([conv_singular_values(k, grid, stride, dilation, groups) for k in kernels])
-    values = values.sort(descending=True).values.to(torch.float64).cpu()
+    values = values.sort(descending=True).values.to(torch.float64).cpu() * repeats
     full = _operator_rank_bound(module, grid, stride, groups if path == "kernel" else _groups(module))
     if values.numel() < full:  # the core path gives the nonzero ones; the rest are zeros
         values = torch.cat([values, values.new_zeros(full - values.numel())])
@@ -198,10 +225,28 @@ def layer_spectrum(name: str, module: nn.Module, input_hw: Pair, dtype=torch.flo
         g = torch.Generator().manual_seed(seed)
         x = torch.randn(1, _in_channels(module), *input_hw, generator=g).to(param)
         spec.lower, _ = power_iteration(linear_part(module, out_scale), x, power_iters)
-        spec.notes.append(f"zero padding: sigma_max in [{spec.lower:.6g}, {spec.sigma_max:.6g}] (power iteration, "
+        why = "circular padding repeating or leaving out outputs" if module.padding_mode == "circular" else \
+            "zero padding"
+        spec.notes.append(f"{why}: sigma_max in [{spec.lower:.6g}, {spec.sigma_max:.6g}] (power iteration, "
                           f"circular on {grid[0]}x{grid[1]})")
     spec.seconds = time.perf_counter() - t0
     return spec
+
+
+def _check_memory(name: str, kernels: list[torch.Tensor], grid: Pair, stride: Pair, dilation: Pair, dtype) -> None:
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    need = sum(fft_bytes(k.shape, grid, stride, dilation) for k in kernels) * itemsize
+    check("spectrum_bytes", need, f"layer {name}: the exact singular values of its {tuple(kernels[0].shape)} kernel "
+          f"on a {grid[0]}x{grid[1]} grid need about {need / 2**30:.1f} GiB")
+
+
+def check_memory(name: str, module: nn.Module, input_hw: Pair, dtype=torch.float64) -> None:
+    """Refuse (LimitError, with the numbers) a layer whose exact singular values would need more memory
+    than the spectrum_bytes limit, before any of it is allocated."""
+    check_layer(name, module)
+    stride, dilation, _, _, _ = _geometry(module)
+    grid = _grid(name, module, pair(input_hw))[0]
+    _check_memory(name, _kernels(module, dtype, None)[1], grid, stride, dilation, dtype)
 
 
 def _groups(module: nn.Module) -> int:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError
-from .layers import SPECTRAL_LAYERS, LayerSpectrum, check_layer, layer_spectrum
+from .layers import SPECTRAL_LAYERS, LayerSpectrum, check_layer, check_memory, layer_spectrum
 from .lipschitz import BoundUnavailable, NetworkBound, bn_after, bn_scale, measured_lower_bound, upper_bound
 
 
@@ -68,6 +68,9 @@ def model_spectrum(model: nn.Module, input_size: tuple[int, ...], dtype=torch.fl
     for name, m in model.named_modules():
         check_layer(name, m)
     sizes = layer_inputs(model, input_size)
+    for name, m in model.named_modules():  # every layer's memory checked before the first is computed
+        if isinstance(m, SPECTRAL_LAYERS) and name in sizes:
+            check_memory(name, m, sizes[name], dtype)
     folds = bn_after(model) if network else {}
     layers, folded = [], {}
     for name, m in model.named_modules():
