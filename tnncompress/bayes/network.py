@@ -92,6 +92,22 @@ class BayesianQuantizedNetwork(nn.Module):
 
         return self.propagator(x, moments)
 
+    def moments_exact(self) -> str | None:
+        """None when the propagated logits' moments are exact, else why not. Exact: one quantised weight, of
+        the linear layer that computes the logits, on inputs no random weight reaches (no quantised
+        activations), so that each logit is a sum of independent terms with exactly the mean and variance
+        propagated, and the logits are independent of one another. Anywhere else the mean field drops the
+        covariances that weights shared across positions, channels and layers create, and ReLU and max
+        pooling moments assume Gaussian inputs."""
+        out = next(n for n in self.propagator.graph.graph.nodes if n.op == "output").args[0]
+        layer = self.student.get_submodule(out.target) if getattr(out, "op", None) == "call_module" else None
+        if quantizers(self.student):
+            return "quantised activations: their moments assume Gaussian inputs"
+        if self.names == [f"{out.target}.weight"] and isinstance(layer, nn.Linear):
+            return None
+        return (f"mean-field moments through {len(self.names)} quantised tensors (the covariances of shared "
+                "weights are dropped; ReLU and pooling moments assume Gaussian inputs)")
+
     def weights(self, kind: str, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Concrete quantised weights: "map" or one "sample" from the posterior."""
         return {n: (self.posterior(n).map() if kind == "map" else self.posterior(n).sample(generator))

@@ -20,7 +20,7 @@ class BqnReport:
     training: dict  # steps, losses, KL, temperature, seconds
     float_student: Metrics | None = None  # before the stage
     ptq: Metrics | None = None  # round-to-nearest on the same grid and scale (the posterior's MAP at its start)
-    analytic: Metrics | None = None  # NLL: the bound of Theorem 5.2
+    analytic: Metrics | None = None  # NLL: Theorem 5.2's expression (a bound only where analytic_inexact is None)
     mc: Metrics | None = None
     map: Metrics | None = None
     samples: int = 5  # S of the Monte Carlo evaluation
@@ -31,3 +31,6 @@ class BqnReport:
     train_float: bool = False  # the float parameters learned with the posterior
     codes_file: str = "bqn.safetensors"
     notes: list[str] = field(default_factory=list)
+    expected_nll: float | None = None  # E_w[NLL(w)] by Monte Carlo over the S draws (what the analytic NLL bounds)
+    expected_nll_se: float | None = None  # its standard error
+    analytic_inexact: str | None = None  # why the analytic NLL is an approximation, not a bound (None: a bound)

@@ -336,6 +336,9 @@ def bqn_finish(recipe: Recipe, loaded: LoadedModel, state: BqnState, test, ctx: 
                        metrics.mc if metrics else None, metrics.map if metrics else None, config.samples,
                        config.sharpen, len(state.norms) if state.norms is not None else 0,
                        activations=state.activations, train_float=config.train_float)
+    if metrics is not None:
+        report.expected_nll, report.expected_nll_se = metrics.expected_nll, metrics.expected_nll_se
+        report.analytic_inexact = metrics.analytic_inexact
     report.temperature_folded_into = fold_temperature(network)
     codes = apply_map(network, state.norms)
     network.cpu(), loaded.model.cpu()

@@ -182,7 +182,8 @@ def _bqn(b) -> list[str]:
     lines = ["", "## Bayesian quantized network", "",
              f"{b.bits}-bit categorical posterior over {size['quantised_weights']:,} weights in {len(b.tensors)} "
              f"tensors ({which}); lambda {b.lam:g}, targets {_code(b.targets)}; {t['steps']} updates in "
-             f"{t['seconds']:.0f} s, final KL to the uniform prior {t['kl']:.4g} nats, temperature {t['temperature']:.3f}"
+             f"{t['seconds']:.0f} s, final KL to the uniform prior {t['kl']:.4g} nats, temperature "
+             f"{t['temperature']:.3f}"
              + (f", categoricals annealed to temperature 1/{b.sharpen:g}" if b.sharpen != 1 else "") + ". "
              + (f"Every concrete QNN's batch norms re-estimated on {b.recalibrated:,} pool images."
                 if b.recalibrated else "Concrete QNNs keep the float student's batch-norm statistics.")
@@ -195,13 +196,21 @@ def _bqn(b) -> list[str]:
                 "evaluated ones." if b.temperature_folded_into else
                 "the temperature is not folded into the export (its output is not a linear layer's): exported "
                 "logits are the evaluated ones times the temperature (top-1 is the same)."), ""]
+    analytic = "BQN analytic (NLL: Theorem 5.2 bound)" if b.analytic_inexact is None else \
+        "BQN analytic (NLL: approximation, not a bound)"
     rows = [("float student", b.float_student), (f"PTQ, {b.bits} bit (round to nearest)", b.ptq),
-            ("BQN analytic (NLL: upper bound)", b.analytic), (f"BQN Monte Carlo, S = {b.samples}", b.mc),
+            (analytic, b.analytic), (f"BQN Monte Carlo, S = {b.samples} (NLL of the averaged prediction)", b.mc),
             ("BQN MAP (exported)", b.map)]
     if all(m is None for _, m in rows):
         return lines + ["No test data: not evaluated.", ""]
     lines += ["| model | top-1 | NLL | ECE |", "|---|---:|---:|---:|"]
     lines += [f"| {name} | {_pct(m.top1)} | {m.nll:.4f} | {m.ece:.4f} |" for name, m in rows if m is not None]
+    if b.analytic is not None and b.expected_nll is not None:
+        what = ("an upper bound on it: the propagated moments are exact (Gaussian logits assumed)"
+                if b.analytic_inexact is None else f"an approximation of it, not a bound ({_code(b.analytic_inexact)})")
+        lines += ["", f"Expected NLL over the posterior, E_w[NLL], by Monte Carlo ({b.samples} sampled QNNs): "
+                  f"{b.expected_nll:.4f} +- {b.expected_nll_se or 0:.4f}; the analytic NLL {b.analytic.nll:.4f} is "
+                  f"{what}; the difference is {b.analytic.nll - b.expected_nll:+.4f}."]
     return lines
 
 
