@@ -17,7 +17,8 @@ from tests.batch.test_batch import SMALL_CNN, batch, counting_decompositions, wr
 from tnncompress.batch import runner
 from tnncompress.batch.summary import junit
 from tnncompress.pipeline import stages
-from tnncompress.pipeline.manifest import KEY_ENV, MANIFEST
+
+MANIFEST, KEY_ENV = "manifest.json", "TNNCOMPRESS_REUSE_KEY"  # as the README documents them
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import save_file
 
 from tests.batch.test_batch import counting_decompositions, write
-from tnncompress.spectral.fft import fft_bytes
 
 from .conftest import FAST, SMALL_CNN, invoke, tampered
 
@@ -85,6 +84,8 @@ def test_spectrum_memory_estimate_bounds_what_the_fft_uses():
             "before = hwm()\n"
             "layer_spectrum('c', conv, (256, 256))\n"
             "print(hwm() - before)\n")
+    from tnncompress.spectral.fft import fft_bytes
+
     used = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     estimate = fft_bytes((32, 32, 3, 3), (256, 256)) * 8
     assert used <= estimate <= 3 * used, (used, estimate)
