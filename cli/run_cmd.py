@@ -98,6 +98,13 @@ def _render(report: RunReport, directory) -> None:
                               f"{100 * stage.top1:.2f}%", "")
         table.add_row(f"top-1 ({acc.samples} samples)", f"{100 * acc.original.top1:.2f}%",
                       f"{100 * acc.compressed.top1:.2f}%", "")
+    if report.sizes:  # the files a user ships, against the original's
+        s = report.sizes
+        for name, size in s.artifacts.items():
+            base = s.original.get("onnx") if name.endswith(".onnx") else s.original.get("checkpoint")
+            what = "original ONNX" if name.endswith(".onnx") else "checkpoint"
+            table.add_row(f"{name} bytes (vs the {what})", f"{base:,}" if base else "-", f"{size:,}",
+                          f"{size / base:.3f}" if base else "")
     if report.latency:
         for runtime, batch, e in report.latency.rows():
             table.add_row(f"{runtime} ms (batch {batch})", f"{e.original_ms:.2f}", f"{e.compressed_ms:.2f}",

@@ -94,6 +94,8 @@ def reuse(job: Job) -> tuple[object | None, str | None]:
     try:
         report = read_report(out / "report.json")
         report.params = recount(job.recipe, out, report.params)
+        if report.sizes is not None:  # the artifacts' sizes are the files' (verified by the manifest), not the report's
+            report.sizes.artifacts = {name: (out / name).stat().st_size for name in report.sizes.artifacts}
     except (TnncompressError, OSError) as exc:
         return None, f"its artifacts cannot be read back ({bounded(' '.join(str(exc).split()), 200)})"
     return report, None

@@ -26,6 +26,11 @@ class BoundExpression(nn.Module):
             raise ValueError(f"expression {expr.text!r} takes {net.n - 1} weights, got {len(weights)}")
         dtype = weights[0].dtype
         nodes: dict[int, torch.Tensor] = {}
+        # what each node is made of: the weights it joins (1-based operand ids) and its modes, in its order
+        modes = {i: net.expr.inputs[i] for i in range(net.n)}
+        joins = {i: frozenset([i]) for i in range(net.n)}
+        for k, (i, j, step, _) in enumerate(expr._steps):
+            modes[net.n + k], joins[net.n + k] = step.modes, joins[i] | joins[j]
         with torch.no_grad():
             for i, w in enumerate(weights, start=1):
                 w = w.detach().to(torch.float64)
@@ -46,12 +51,25 @@ class BoundExpression(nn.Module):
         for n in sorted(used):
             self.register_buffer(f"node{n}", nodes[n].to(dtype).contiguous())
         self._constants = sorted(used)
+        # for computing the constants from the weights instead (`compute_constants`): per constant node, the
+        # weights it joins with their modes (single-operand reductions applied), and its own modes
+        self.origins = {n: ([(k, modes[k]) for k in sorted(joins[n])], modes[n]) for n in self._constants}
+        self.reductions = {i: dims for i, dims in expr._reductions.items() if i}
+        self.sources: nn.ModuleDict | None = None
         self._reduce_input = expr._reductions.get(0)
         self._prepare_signal = expr._prepare_signal
         self._final_perm = expr._final_perm
 
+    def compute_constants(self, sources: dict[int, nn.Module]) -> None:
+        """Compute each constant node by calling its module (sources[n]() gives the node in its modes'
+        order) instead of reading it: for an exported graph that holds the weights, not what they make."""
+        for n in self._constants:
+            delattr(self, f"node{n}")
+        self.sources = nn.ModuleDict({str(n): sources[n] for n in self._constants})
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        nodes = {n: getattr(self, f"node{n}") for n in self._constants}
+        nodes = {n: self.sources[str(n)]() if self.sources is not None else getattr(self, f"node{n}")
+                 for n in self._constants}
         if self._reduce_input is not None:
             x = x.sum(self._reduce_input)
         nodes[0] = self._prepare_signal(x) if self._prepare_signal is not None else x

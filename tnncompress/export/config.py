@@ -12,5 +12,11 @@ class ExportConfig(Section, name="export", title="Export"):
                                               "decides; the whole model's assignment is the one least slower "
                                               "than the fastest at any of them); repeatable.", minimum=1,
                                      execution=True)
+    onnx_weights: str = option(
+        "factors", "What model.onnx stores for each compressed layer: its factors (a layer deployed dense "
+                   "rebuilds its kernel in the graph, which onnxruntime folds once when a session starts: the "
+                   "file is the size of the factors and runs as the dense graph), or the dense kernels and "
+                   "chain products themselves (for runtimes that do not fold constants).",
+        choices=("factors", "dense"), execution=True)
     load_form: str = option("auto", "Each layer's form in load(DIR) (auto: the fastest, timed in PyTorch; "
                                     "factors: trainable).", choices=("auto", "dense", "factors"), execution=True)

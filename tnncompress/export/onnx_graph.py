@@ -41,8 +41,9 @@ class OnnxCheck:
     differing: int = 0
 
 
-def to_onnx(model: nn.Module, input_size: tuple[int, int, int], opset: int = OPSET) -> bytes:
-    """Serialise `model` (in eval mode, on the CPU, float32) as an ONNX graph."""
+def to_onnx(model: nn.Module, input_size: tuple[int, int, int], opset: int = OPSET, fold: bool = True) -> bytes:
+    """Serialise `model` (in eval mode, on the CPU, float32) as a compact ONNX graph. `fold=False` keeps
+    what initializers compute as nodes (the in-graph kernel rebuild of rebuild.py) instead of folding it."""
     model = model.eval().cpu().float()
     buffer = io.BytesIO()
     chatter = io.StringIO()  # on failure the exporter prints the whole graph; keep the terminal readable
@@ -52,13 +53,94 @@ def to_onnx(model: nn.Module, input_size: tuple[int, int, int], opset: int = OPS
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(model, (torch.zeros(1, *input_size),), buffer, dynamo=False, opset_version=opset,
-                              input_names=[INPUT], output_names=[OUTPUT], do_constant_folding=True,
+                              input_names=[INPUT], output_names=[OUTPUT], do_constant_folding=fold,
                               dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
         except Exception as exc:  # the exporter raises many types; its first line says what is unsupported
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ExportError(f"the model cannot be exported to ONNX ({first[:300]}); "
                               f"{opt('no_onnx')} skips the export") from None
-    return buffer.getvalue()
+    return compact(buffer.getvalue())
+
+
+def compact(graph: bytes) -> bytes:
+    """The same graph with less around the weights: no doc strings, no node names, short value names, and each
+    Constant node an initializer shared by every equal constant (an unfolded export holds hundreds of
+    reshape shapes). Initializers keep their names (the parameters'); inputs and outputs theirs."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(graph)
+    g = model.graph
+    model.doc_string = g.doc_string = ""
+    keep = {v.name for v in g.input} | {v.name for v in g.output} | {t.name for t in g.initializer}
+    names: dict[str, str] = {}
+    constants: dict[tuple, str] = {}
+    nodes = []
+    for node in g.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            value = numpy_helper.to_array(node.attribute[0].t)
+            key = (value.dtype.str, value.shape, value.tobytes())
+            if key not in constants:
+                constants[key] = f"c{len(constants)}"
+                g.initializer.append(numpy_helper.from_array(value, constants[key]))
+            names[node.output[0]] = constants[key]
+            continue
+        nodes.append(node)
+    for node in nodes:
+        for i, v in enumerate(node.input):
+            if v and v not in keep:
+                node.input[i] = names.setdefault(v, f"v{len(names)}")
+        for i, v in enumerate(node.output):
+            if v and v not in keep:
+                node.output[i] = names.setdefault(v, f"v{len(names)}")
+    nodes = _merge_reshapes(nodes, {v.name for v in g.output})
+    for node in nodes:
+        node.name, node.doc_string = "", ""
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]
+    return model.SerializeToString()
+
+
+def _merge_reshapes(nodes: list, outputs: set[str]) -> list:
+    """Reshape(Reshape(x, a), b) -> Reshape(x, b) where the inner result is read by nothing else (a
+    rebuild step's result reshaped back to its modes, then to the next step's matrix)."""
+    producer = {out: node for node in nodes for out in node.output}
+    readers: dict[str, int] = {}
+    for node in nodes:
+        for v in node.input:
+            readers[v] = readers.get(v, 0) + 1
+    dropped = set()
+    for node in nodes:
+        inner = producer.get(node.input[0]) if node.op_type == "Reshape" else None
+        while (inner is not None and inner.op_type == "Reshape" and readers.get(inner.output[0]) == 1
+               and inner.output[0] not in outputs):
+            node.input[0] = inner.input[0]
+            dropped.add(id(inner))
+            inner = producer.get(node.input[0])
+    return [node for node in nodes if id(node) not in dropped]
+
+
+def folds(graph: bytes, initializers: set[str]) -> bool:
+    """Whether onnxruntime's constant folding consumes `initializers` when it creates a session: none of
+    them is read by a node of the graph it runs (saved from a session at the basic level, whose
+    optimisations are the portable ones)."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    if not initializers:
+        return True
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = f"{tmp}/optimized.onnx"
+        ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+        optimized = onnx.load(f"{tmp}/optimized.onnx")
+    read = {v for node in optimized.graph.node for v in node.input}
+    return not (read & initializers)
 
 
 def operator_counts(graph: bytes) -> dict[str, int]:

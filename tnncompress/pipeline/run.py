@@ -120,13 +120,14 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         with clock.stage("evaluate"):
             accuracy = stages.accuracy(recipe, loaded, student, test, ctx, points[0])
         with clock.stage("export"):
-            onnx, load_forms, as_loaded = stages.export(recipe, ws.output, loaded, student)
+            onnx, load_forms, as_loaded, original_graph = stages.export(recipe, ws.output, loaded, student)
             if codes is not None:
                 write_codes(ws.output, codes, recipe.bqn.bits)
+            sizes = stages.sizes(recipe, ws.output, original_graph)
         latency = None
         if recipe.report.latency:
             with clock.stage("latency"):
-                latency = stages.latency(recipe, ws.output, loaded, as_loaded, onnx)
+                latency = stages.latency(recipe, ws.output, loaded, as_loaded, onnx, original_graph)
         why = [d.why_no_speedup(speedup_hint(d, recipe.compress.rank_multiple) if d.runtime == "onnxruntime" else "")
                for d in (onnx.forms if onnx else None, load_forms) if d is not None and d.models]
         warnings = (latency.slower_than_original() if latency else []) + [w for w in why if w] + \
@@ -142,6 +143,7 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         report.load_forms = load_forms
         report.spectral = spectral
         report.bqn = bqn
+        report.sizes = sizes
         report.gates = judge(recipe.gates, report)
         write_report(ws.output, report)
         write_text(ws.output / RECIPE_FILE, recipe.to_yaml())

@@ -38,11 +38,13 @@ from ..distill.units import STUDENT_LAYERS
 from ..errors import UsageError, opt
 from ..evaluate import check_compatible, evaluate, output_classes
 from ..export import OPSET, FormDecision, deployable, operator_counts, to_onnx, verify, write_compressed
+from ..export.onnx_graph import folds
+from ..export.rebuild import factor_initializers, with_factor_weights
 from ..formats import planned
 from ..inspect import call_order
 from ..io import LoadedModel, load_model
 from ..limits import check
-from ..report import Accuracy, Latency, OnnxReport, StageRecord, measure_latency
+from ..report import Accuracy, Latency, OnnxReport, Sizes, StageRecord, measure_latency
 from ..spectral import model_spectrum
 from ..spectral.control import SpectralControl
 from ..spectral.replace import Orthogonalised, orthogonalise
@@ -382,10 +384,10 @@ def accuracy(recipe: Recipe, loaded: LoadedModel, student: nn.Module, test: Clas
 
 
 def export(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Module
-           ) -> tuple[OnnxReport | None, FormDecision | None, nn.Module]:
+           ) -> tuple[OnnxReport | None, FormDecision | None, nn.Module, bytes | None]:
     """model.safetensors + structure.json with each layer's load form, and the checked ONNX graph with
-    each layer's ONNX form; returns the ONNX report, the load-form decision and the model as
-    load(DIR) gives it."""
+    each layer's ONNX form; returns the ONNX report, the load-form decision, the model as load(DIR)
+    gives it, and the original model's ONNX graph (for its size and latency)."""
     x = recipe.export
     eager, load_forms = student, None
     if x.load_form != "factors":
@@ -394,24 +396,41 @@ def export(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Mod
     write_compressed(directory, student, loaded.arch, loaded.arch_kwargs, loaded.input_size,
                      metadata={"recipe": recipe.to_data()}, load_forms=load_forms.layers if load_forms else ())
     if not x.onnx:
-        return None, load_forms, eager
+        return None, load_forms, eager, None
     log.info("choosing each layer's ONNX form (%s)", x.deploy_form)
     deployed, forms = deployable(student, loaded.input_size, x.deploy_batch, x.deploy_form, runtime="onnxruntime")
-    graph = to_onnx(deployed, loaded.input_size)
+    factors = x.onnx_weights == "factors"
+    if factors:  # the same forms, their weights computed in the graph from the factors
+        deployed = with_factor_weights(deployed, student)
+    graph = to_onnx(deployed, loaded.input_size, fold=not factors)
     check = verify(graph, student, loaded.input_size, seed=recipe.seed, discontinuous=bool(quantizers(student)))
+    folded = folds(graph, factor_initializers(deployed)) if factors else None
+    if folded is False:
+        log.warning("onnxruntime did not fold the factors of model.onnx into the weights they make: it computes "
+                    "them at every call (--onnx-weights dense stores them)")
     (directory / ONNX_FILE).write_bytes(graph)
-    report = OnnxReport(ONNX_FILE, OPSET, operator_counts(graph), check, forms)
-    log.info("ONNX: %d layers as factor chains, %d dense (%s); max |onnxruntime - PyTorch| %.2g",
-             report.factor_layers, report.dense_layers, forms.picked, check.max_abs_error)
-    return report, load_forms, eager
+    report = OnnxReport(ONNX_FILE, OPSET, operator_counts(graph), check, forms, weights=x.onnx_weights, folded=folded)
+    log.info("ONNX: %d layers as factor chains, %d dense (%s), %s weights, %d bytes; max |onnxruntime - PyTorch| "
+             "%.2g", report.factor_layers, report.dense_layers, forms.picked, x.onnx_weights, len(graph),
+             check.max_abs_error)
+    return report, load_forms, eager, to_onnx(loaded.model, loaded.input_size)
+
+
+def sizes(recipe: Recipe, directory: Path, original_graph: bytes | None) -> Sizes:
+    """The deployable files' bytes next to the original checkpoint's and its float32 ONNX graph's."""
+    original = {"checkpoint": Path(recipe.model.checkpoint).stat().st_size}
+    if original_graph is not None:
+        original["onnx"] = len(original_graph)
+    artifacts = {p.name: p.stat().st_size for p in sorted(directory.iterdir())
+                 if p.is_file() and p.suffix in (".onnx", ".safetensors")}
+    return Sizes(original, artifacts)
 
 
 def latency(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Module,
-            onnx: OnnxReport | None) -> Latency:
+            onnx: OnnxReport | None, original_graph: bytes | None) -> Latency:
     """The original against the compressed model as it deploys: in PyTorch as load(DIR) gives it
     (`student` here), in onnxruntime as model.onnx."""
     log.info("measuring latency")
-    original_graph = to_onnx(loaded.model, loaded.input_size) if onnx is not None else None
     graph = (directory / ONNX_FILE).read_bytes() if onnx is not None else None
     return measure_latency(loaded.model, student, original_graph, graph, loaded.input_size,
                            tuple(recipe.report.latency_batches), seed=recipe.seed)

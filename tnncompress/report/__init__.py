@@ -5,9 +5,20 @@ from .build import build_report, layer_rows
 from .config import ReportConfig
 from .latency import RUNTIMES, Latency, LatencyEntry, measure_latency
 from .markdown import render_markdown
-from .model import REPORT_SCHEMA, Accuracy, Flops, LayerRow, OnnxReport, Params, RunReport, StageRecord, read_report
+from .model import (
+                    REPORT_SCHEMA,
+                    Accuracy,
+                    Flops,
+                    LayerRow,
+                    OnnxReport,
+                    Params,
+                    RunReport,
+                    Sizes,
+                    StageRecord,
+                    read_report,
+)
 from .write import write_report
 
 __all__ = ["REPORT_SCHEMA", "RUNTIMES", "Accuracy", "Flops", "Latency", "LatencyEntry", "LayerRow", "OnnxReport",
-           "Params", "ReportConfig", "RunReport", "StageRecord", "build_report", "layer_rows", "measure_latency",
-           "read_report", "render_markdown", "write_report"]
+           "Params", "ReportConfig", "RunReport", "Sizes", "StageRecord", "build_report", "layer_rows",
+           "measure_latency", "read_report", "render_markdown", "write_report"]

@@ -30,6 +30,8 @@ class GatesConfig(Section, name="gates", title="Gates (a run that misses one exi
               + ", ".join(RUNTIMES) + ").", execution=True, reuse=False)
     max_onnx_error: float | None = option(None, "Largest |onnxruntime - PyTorch| of the ONNX check.",
                                           minimum=0, execution=True, reuse=False)
+    max_size_ratio: float | None = option(None, "Largest model.onnx bytes / the original model's ONNX bytes (float32, "
+                                                "the same exporter).", above=0, execution=True, reuse=False)
 
     def validate(self) -> None:
         if self.min_speedup is not None:
@@ -89,8 +91,9 @@ def check_measurable(gates: GatesConfig, has_data: bool, latency: bool, batches:
         if int(batch) not in batches:
             raise UsageError(f"{opt('gate_min_speedup')} at batch {batch}: the run measures latency at batches "
                              f"{', '.join(map(str, batches))} ({opt('latency_batches')})")
-    if gates.max_onnx_error is not None and not onnx:
-        raise UsageError(f"{opt('gate_max_onnx_error')} needs the ONNX export (drop {opt('no_onnx')})")
+    for name in ("max_onnx_error", "max_size_ratio"):
+        if getattr(gates, name) is not None and not onnx:
+            raise UsageError(f"{opt('gate_' + name)} needs the ONNX export (drop {opt('no_onnx')})")
 
 
 def judge(gates: GatesConfig, report) -> list[GateResult]:
@@ -111,6 +114,9 @@ def judge(gates: GatesConfig, report) -> list[GateResult]:
     if gates.max_onnx_error is not None:
         error = report.onnx.check.max_abs_error if report.onnx else None
         results.append(_result("max_onnx_error", gates.max_onnx_error, error, "max |onnxruntime - PyTorch|"))
+    if gates.max_size_ratio is not None:
+        ratio = report.sizes.ratio() if report.sizes else None
+        results.append(_result("max_size_ratio", gates.max_size_ratio, ratio, "model.onnx bytes / the original's"))
     return results
 
 

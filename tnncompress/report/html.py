@@ -107,6 +107,8 @@ def report_html(report: RunReport) -> str:
         plots = _run_plots(plt, report)
     if plots:
         body += ["<h2>Plots</h2>", '<div class="plots">', *plots, "</div>"]
+    if report.sizes:
+        body += ["<h2>Sizes</h2>", _table(["file", "bytes", "the original's", "ratio"], size_rows(report.sizes), 1)]
     if report.latency:
         body += ["<h2>Latency</h2>", _table(["runtime", "batch", "original ms", "compressed ms", "speed-up"], [
             [RUNTIMES.get(r, r), b, f"{e.original_ms:.2f}", f"{e.compressed_ms:.2f}", f"{e.speedup:.2f}x"]
@@ -123,10 +125,26 @@ def report_html(report: RunReport) -> str:
     if report.onnx:
         body.append(f"<h2>ONNX</h2><p>opset {report.onnx.opset}; max |onnxruntime - PyTorch| "
                     f"{report.onnx.check.max_abs_error:.3g}; {report.onnx.factor_layers} layers as factor chains, "
-                    f"{report.onnx.dense_layers} as dense kernels.</p>")
+                    f"{report.onnx.dense_layers} as dense kernels; weights stored as {_e(report.onnx.weights)}"
+                    + ("" if report.onnx.folded is None else
+                       "; onnxruntime folds them when a session starts" if report.onnx.folded else
+                       "; onnxruntime did <strong>not</strong> fold them: it rebuilds them at every call")
+                    + ".</p>")
     if report.warnings:
         body += ["<h2>Warnings</h2><ul>", *(f"<li>{_e(w)}</li>" for w in report.warnings), "</ul>"]
     return _page(f"tnncompress: {report.model.get('checkpoint')}", body)
+
+
+def size_rows(sizes) -> list[list[str]]:
+    """Each artifact's bytes against the original's: ONNX graphs against the original's float32 graph, the
+    rest against the checkpoint."""
+    rows = [["original checkpoint", f"{sizes.original['checkpoint']:,}", "", ""]]
+    if sizes.original.get("onnx"):
+        rows.append(["original as ONNX (float32)", f"{sizes.original['onnx']:,}", "", ""])
+    for name, size in sizes.artifacts.items():
+        base = sizes.original.get("onnx") if name.endswith(".onnx") else sizes.original.get("checkpoint")
+        rows.append([name, f"{size:,}", f"{base:,}" if base else "-", f"{size / base:.3f}" if base else "-"])
+    return rows
 
 
 def _output_error(row) -> float | None:

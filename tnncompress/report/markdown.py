@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..distill import DistillResult
 from ..escape import markdown as md
+from .html import size_rows
 from .model import Accuracy, RunReport
 
 
@@ -102,6 +103,9 @@ def render_markdown(report: RunReport) -> str:
         lines += _spectral(report.spectral)
     if report.bqn:
         lines += _bqn(report.bqn)
+    if report.sizes:
+        lines += ["", "## Sizes", "", "| file | bytes | the original's | ratio |", "|---|---:|---:|---:|"]
+        lines += [f"| {md(name)} | {size} | {base} | {ratio} |" for name, size, base, ratio in size_rows(report.sizes)]
     if report.latency:
         lines += ["", "## Latency", "", f"Median milliseconds per batch, {report.latency.threads} threads.", "",
                   "| runtime | batch | original | compressed | speed-up |", "|---|---:|---:|---:|---:|"]
@@ -116,7 +120,11 @@ def render_markdown(report: RunReport) -> str:
                   f"max |error| {onnx.check.max_abs_error:.3g} (rtol {onnx.check.rtol}, atol {onnx.check.atol})"
                   + (f", {onnx.check.differing} of {onnx.check.samples} inputs beyond it (quantised activations: "
                      "a rounding threshold between the runtimes' float32 results)" if onnx.check.differing else "")
-                  + f"; layers as factor chains: {onnx.factor_layers}, as rebuilt dense kernels: {onnx.dense_layers}.",
+                  + f"; layers as factor chains: {onnx.factor_layers}, as rebuilt dense kernels: {onnx.dense_layers}; "
+                  + ("the file stores the factors, and the graph computes the kernels and chain products from them"
+                     + ("" if onnx.folded is None else ", which onnxruntime folds once when a session starts."
+                        if onnx.folded else ": onnxruntime did **not** fold them, it computes them at every call.")
+                     if onnx.weights == "factors" else "the file stores the dense kernels and chain products."),
                   "", *_forms(onnx.forms)]
     if report.load_forms is not None:
         lines += ["## Load form", "", "The form each layer takes in `tnncompress.load(DIR)` (eager PyTorch; "

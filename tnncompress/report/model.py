@@ -86,10 +86,26 @@ class OnnxReport:
     forms: FormDecision  # each layer's form in the graph, and the times it was chosen from
     factor_layers: int = 0  # layers exported as factor chains
     dense_layers: int = 0  # ... and as rebuilt dense kernels
+    weights: str = "dense"  # "factors": the file stores the factors, the graph rebuilds what they make
+    folded: bool | None = None  # with factor weights: onnxruntime's constant folding consumed every factor
 
     def __post_init__(self) -> None:
         self.factor_layers = sum(d.form == "factors" for d in self.forms.layers)
         self.dense_layers = sum(d.form == "dense" for d in self.forms.layers)
+
+
+@dataclass
+class Sizes:
+    """Bytes of the deployable artifacts of the run, next to the original's."""
+
+    original: dict[str, int]  # "checkpoint": the input file; "onnx": the original model exported as model.onnx is
+    artifacts: dict[str, int]  # file name in the output directory -> bytes
+
+    def ratio(self, artifact: str = "model.onnx") -> float | None:
+        """The artifact's bytes over the original's float32 ONNX graph (None when either is missing)."""
+        if artifact not in self.artifacts or not self.original.get("onnx"):
+            return None
+        return self.artifacts[artifact] / self.original["onnx"]
 
 
 @dataclass
@@ -132,6 +148,7 @@ class RunReport:
     spectral: SpectralReport | None = None
     bqn: BqnReport | None = None
     gates: list[GateResult] = field(default_factory=list)  # the recipe's gates against what was measured
+    sizes: Sizes | None = None  # bytes of the artifacts next to the original's
     layers_compressed: int = 0
 
     def __post_init__(self) -> None:
