@@ -98,6 +98,9 @@ def _render(report: RunReport, directory) -> None:
                               f"{100 * stage.top1:.2f}%", "")
         table.add_row(f"top-1 ({acc.samples} samples)", f"{100 * acc.original.top1:.2f}%",
                       f"{100 * acc.compressed.top1:.2f}%", "")
+        if report.int8 and report.int8.accuracy is not None:
+            table.add_row(f"top-1 of model.int8.onnx ({report.int8.accuracy.samples} samples)",
+                          f"{100 * acc.original.top1:.2f}%", f"{100 * report.int8.accuracy.top1:.2f}%", "")
     if report.sizes:  # the files a user ships, against the original's
         s = report.sizes
         for name, size in s.artifacts.items():

@@ -29,6 +29,7 @@ from ..pipeline.staging import looks_like_output, workspace
 from ..report import read_report
 from ..report.gates import GateResult, judge, missed
 from ..report.model import Params
+from ..report.write import write_pages
 from .jobs import Job
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ def reuse(job: Job) -> tuple[object | None, str | None]:
         report.params = recount(job.recipe, out, report.params)
         if report.sizes is not None:  # the artifacts' sizes are the files' (verified by the manifest), not the report's
             report.sizes.artifacts = {name: (out / name).stat().st_size for name in report.sizes.artifacts}
+        report.gates = judge(job.recipe.gates, report)
+        write_pages(out, report)  # what a reader opens shows the verified, recounted report
     except (TnncompressError, OSError) as exc:
         return None, f"its artifacts cannot be read back ({bounded(' '.join(str(exc).split()), 200)})"
     return report, None
@@ -123,7 +126,6 @@ def run_job(job: Job) -> Outcome:
         report, outcome.not_reused = reuse(job)
         if report is not None:
             outcome.reused = True
-            report.gates = judge(job.recipe.gates, report)
         else:
             if outcome.not_reused:
                 log.info("%s: running again: %s", job.name, outcome.not_reused)

@@ -127,24 +127,50 @@ def decide(model: nn.Module, inputs: dict[str, tuple], input_size: tuple, batche
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
     measured = measured_choices(model, inputs, batches, runtime, min_time)
-    options = {"measured": measured,
-               "dense": [choice(c.name, model.get_submodule(c.name), inputs[c.name], DENSE) for c in measured],
-               "factors": fixed_choices(model, inputs, "factors", max(batches))}
-    keys = {name: tuple(c.candidate for c in cs) for name, cs in options.items()}
-    distinct = {name: cs for name, cs in options.items() if keys[name] not in
-                [keys[k] for k in ASSIGNMENTS[:ASSIGNMENTS.index(name)]]}
+    options = assignments(model, inputs, measured, batches)
+    distinct = distinct_assignments(options)
     models = {name: deployed(model, inputs, cs) for name, cs in distinct.items()}
-    runners = _runners(models, tuple(input_size), runtime)
-    passes = [_time(dict(order), tuple(input_size), batches, runtime, model_min_time, seed)
-              for seed, order in enumerate((list(runners.items()), list(runners.items())[::-1]))]
-    ms = {name: {b: max(p[name][b] for p in passes) for b in passes[0][name]} for name in runners}
-    for name in options:  # an assignment identical to an earlier one has its times
-        if name not in ms:
-            ms[name] = ms[next(k for k in distinct if keys[k] == keys[name])]
-    ms = {name: ms[name] for name in options}
-    picked = pick_assignment({k: ms[k] for k in distinct})
+    ms = time_models(_runners(models, tuple(input_size), runtime), tuple(input_size), batches, runtime,
+                     model_min_time)
+    picked = pick_assignment(ms)
+    ms = {name: ms[distinct_key(options, name, distinct)] for name in options}
     layers = [_with_times(c, m) for c, m in zip(options[picked], measured, strict=True)]
     return FormDecision(runtime, list(batches), picked, layers, ms), models[picked]
+
+
+def assignments(model: nn.Module, inputs: dict[str, tuple], first: list[DeployChoice], batches,
+                first_name: str = "measured") -> dict[str, list[DeployChoice]]:
+    """The whole-model assignments worth timing: `first` (each layer's measured choice), every layer
+    dense, and every layer its FLOP-optimal chain."""
+    return {first_name: first,
+            "dense": [choice(c.name, model.get_submodule(c.name), inputs[c.name], DENSE) for c in first],
+            "factors": fixed_choices(model, inputs, "factors", max(batches))}
+
+
+def _key(choices: list[DeployChoice]) -> tuple:
+    return tuple(c.candidate for c in choices)
+
+
+def distinct_assignments(options: dict[str, list[DeployChoice]]) -> dict[str, list[DeployChoice]]:
+    """The assignments that differ from every one before them (only those need building and timing)."""
+    out: dict[str, list[DeployChoice]] = {}
+    for name, cs in options.items():
+        if _key(cs) not in [_key(c) for c in out.values()]:
+            out[name] = cs
+    return out
+
+
+def distinct_key(options: dict, name: str, distinct: dict) -> str:
+    """The distinct assignment that `name` is the same as (itself, or an earlier one)."""
+    return next(k for k in distinct if _key(distinct[k]) == _key(options[name]))
+
+
+def time_models(runners: dict, input_size: tuple, batches, runtime: str, min_time: float) -> dict:
+    """assignment -> batch -> ms of whole models, timed round-robin in two passes (the second in reverse
+    order), each keeping the slower of its two medians (see the module docstring)."""
+    passes = [_time(dict(order), tuple(input_size), list(batches), runtime, min_time, seed)
+              for seed, order in enumerate((list(runners.items()), list(runners.items())[::-1]))]
+    return {name: {b: max(p[name][b] for p in passes) for b in passes[0][name]} for name in runners}
 
 
 def speedup_hint(decision: FormDecision, rank_multiple: int = 1) -> str:

@@ -8,7 +8,8 @@ A run writes it last, into its output directory:
                           which are judged again, and `data.workers`), paths absolute
     inputs                the checkpoint and ranks file by SHA-256; the data by its spec and, for files
                           and folders, each file's path, size and modification time
-    artifacts             every file of the output with its size and SHA-256
+    artifacts             every file of the output with its size and SHA-256 (report.md and report.html, which
+                          are rendered from report.json, are rendered again on reuse rather than checked)
     hmac                  with $TNNCOMPRESS_REUSE_KEY set: HMAC-SHA256 of the rest under that key
 
 `reuse_refusal(directory, recipe)` says why a directory cannot stand for a run of `recipe`, or None.
@@ -32,6 +33,9 @@ from ..io.checkpoint import sha256_of
 from .recipe import OPTIONS, Recipe
 
 MANIFEST = "manifest.json"
+# Pages rendered from report.json (`tnncompress report DIR` rewrites them, e.g. once matplotlib is installed):
+# not checked on reuse, but rendered again from the verified report.
+DERIVED = ("report.md", "report.html")
 MANIFEST_SCHEMA = 1
 KEY_ENV = "TNNCOMPRESS_REUSE_KEY"
 _PATH_KEYS = ("model.checkpoint", "compress.ranks")
@@ -132,6 +136,8 @@ def reuse_refusal(directory: Path, recipe: Recipe) -> str | None:
     if not isinstance(artifacts, dict) or not artifacts:
         return f"{MANIFEST} lists no artifacts"
     for name, entry in artifacts.items():
+        if name in DERIVED:
+            continue
         file = directory / name
         if not file.is_file() or file.is_symlink() or not inside(file, directory):
             return f"{name} is missing"

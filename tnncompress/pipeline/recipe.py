@@ -83,8 +83,11 @@ class Recipe(Section, title="Run"):
         if self.bqn.enabled and self.spectral.orthogonal:
             raise UsageError(f"{opt('bqn_bits')} quantises compressed layers' factors; {opt('spectral')} orthogonal "
                              "compresses nothing")
+        if self.export.quantize != "none" and (self.data.spec is None or not self.export.onnx):
+            raise UsageError(f"{opt('quantize')} {self.export.quantize} needs {opt('data')} (its ranges are "
+                             f"calibrated on training images) and the ONNX export (drop {opt('no_onnx')})")
         check_measurable(self.gates, self.data.spec is not None, self.report.latency, self.report.latency_batches,
-                         self.export.onnx)
+                         self.export.onnx, self.export.quantize == "int8")
 
     def to_data(self) -> dict:
         return {"version": RECIPE_VERSION, **to_data(self)}

@@ -123,11 +123,14 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
             onnx, load_forms, as_loaded, original_graph = stages.export(recipe, ws.output, loaded, student)
             if codes is not None:
                 write_codes(ws.output, codes, recipe.bqn.bits)
+            int8, int8_graph = None, None
+            if recipe.export.quantize == "int8":
+                int8, int8_graph = stages.int8(recipe, ws.output, loaded, student, onnx.forms, pool, test, ctx)
             sizes = stages.sizes(recipe, ws.output, original_graph)
         latency = None
         if recipe.report.latency:
             with clock.stage("latency"):
-                latency = stages.latency(recipe, ws.output, loaded, as_loaded, onnx, original_graph)
+                latency = stages.latency(recipe, ws.output, loaded, as_loaded, onnx, original_graph, int8_graph)
         why = [d.why_no_speedup(speedup_hint(d, recipe.compress.rank_multiple) if d.runtime == "onnxruntime" else "")
                for d in (onnx.forms if onnx else None, load_forms) if d is not None and d.models]
         warnings = (latency.slower_than_original() if latency else []) + [w for w in why if w] + \
@@ -144,6 +147,7 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         report.spectral = spectral
         report.bqn = bqn
         report.sizes = sizes
+        report.int8 = int8
         report.gates = judge(recipe.gates, report)
         write_report(ws.output, report)
         write_text(ws.output / RECIPE_FILE, recipe.to_yaml())

@@ -38,13 +38,17 @@ from ..distill.units import STUDENT_LAYERS
 from ..errors import UsageError, opt
 from ..evaluate import check_compatible, evaluate, output_classes
 from ..export import OPSET, FormDecision, deployable, operator_counts, to_onnx, verify, write_compressed
-from ..export.onnx_graph import folds
+from ..export.choose import assignments, distinct_assignments, pick_assignment, time_models
+from ..export.deploy import deployed, tensorized_inputs
+from ..export.onnx_graph import INPUT, OUTPUT, folds, session
+from ..export.quantize import OnnxModule, check_int8, quantize_int8
 from ..export.rebuild import factor_initializers, with_factor_weights
 from ..formats import planned
 from ..inspect import call_order
 from ..io import LoadedModel, load_model
 from ..limits import check
 from ..report import Accuracy, Latency, OnnxReport, Sizes, StageRecord, measure_latency
+from ..report.model import Int8Report
 from ..spectral import model_spectrum
 from ..spectral.control import SpectralControl
 from ..spectral.replace import Orthogonalised, orthogonalise
@@ -104,7 +108,7 @@ def data_aware(recipe: Recipe) -> bool:
 def needs_training_data(recipe: Recipe) -> bool:
     """Distillation learns from the training split; every calibration step samples it."""
     return (recipe.distill.enabled or recipe.bqn.enabled or data_aware(recipe)
-            or recipe.compress.allocate == "global") or (
+            or recipe.compress.allocate == "global" or recipe.export.quantize != "none") or (
         recipe.calibrate.recalibrate_bn and recipe.data.spec is not None)
 
 
@@ -416,6 +420,51 @@ def export(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Mod
     return report, load_forms, eager, to_onnx(loaded.model, loaded.input_size)
 
 
+INT8_FILE = "model.int8.onnx"
+CHECK_IMAGES = 256  # pool images the INT8 graph is checked on
+
+
+def int8(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Module, forms: FormDecision,
+         pool: CalibrationPool, test: ClassificationData | None, ctx: Context) -> tuple[Int8Report, bytes]:
+    """model.int8.onnx: the deployment graph with its weights stored, quantized to INT8 (export/quantize.py).
+    INT8 kernels change which form is fastest, so model.onnx's forms, every layer dense and every layer its
+    FLOP-optimal chain are each quantized and timed in onnxruntime, and the fastest kept (the float
+    decision's rule); then checked against its float graph and evaluated on the test data in onnxruntime.
+    Returns the report section and the graph (for the latency table)."""
+    x, size = recipe.export, loaded.input_size
+    inputs = tensorized_inputs(student, size)
+    options = distinct_assignments(assignments(student, inputs, forms.layers, x.deploy_batch, first_name="float"))
+    calibration = pool.head(x.int8_samples)
+    floats, graphs = {}, {}
+    for name, choices in options.items():
+        log.info("INT8: quantizing the %s forms (%s calibration on %d images)", name, x.int8_calibration,
+                 len(calibration))
+        floats[name] = to_onnx(deployed(student, inputs, choices), size)
+        graphs[name] = quantize_int8(floats[name], (b.numpy() for b in calibration.batches(64)), x.int8_calibration)
+    ms = {}
+    if len(graphs) > 1:
+        runners = {name: _session_runner(g) for name, g in graphs.items()}
+        ms = time_models(runners, size, x.deploy_batch, "onnxruntime", min_time=0.3)
+    picked = pick_assignment(ms) if ms else next(iter(graphs))
+    check = check_int8(graphs[picked], floats[picked], pool.head(CHECK_IMAGES).images.numpy())
+    (directory / INT8_FILE).write_bytes(graphs[picked])
+    accuracy = None
+    if test is not None:
+        e = recipe.evaluate
+        accuracy = evaluate(OnnxModule(graphs[picked]), test, batch_size=e.batch_size, limit=e.limit,
+                            description="evaluating (INT8, onnxruntime)")
+    log.info("INT8: %s forms, %d bytes, labels agree with float on %.1f%% of %d pool images%s", picked,
+             len(graphs[picked]), 100 * check.agreement, check.samples,
+             f"; top-1 {100 * accuracy.top1:.2f}% in onnxruntime" if accuracy else "")
+    return Int8Report(INT8_FILE, x.int8_calibration, len(calibration), picked, check, len(graphs[picked]), accuracy,
+                      ms), graphs[picked]
+
+
+def _session_runner(graph: bytes):
+    sess = session(graph)
+    return lambda x: sess.run([OUTPUT], {INPUT: x})
+
+
 def sizes(recipe: Recipe, directory: Path, original_graph: bytes | None) -> Sizes:
     """The deployable files' bytes next to the original checkpoint's and its float32 ONNX graph's."""
     original = {"checkpoint": Path(recipe.model.checkpoint).stat().st_size}
@@ -427,11 +476,11 @@ def sizes(recipe: Recipe, directory: Path, original_graph: bytes | None) -> Size
 
 
 def latency(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Module,
-            onnx: OnnxReport | None, original_graph: bytes | None) -> Latency:
+            onnx: OnnxReport | None, original_graph: bytes | None, int8_graph: bytes | None = None) -> Latency:
     """The original against the compressed model as it deploys: in PyTorch as load(DIR) gives it
     (`student` here), in onnxruntime as model.onnx."""
     log.info("measuring latency")
     graph = (directory / ONNX_FILE).read_bytes() if onnx is not None else None
     return measure_latency(loaded.model, student, original_graph, graph, loaded.input_size,
-                           tuple(recipe.report.latency_batches), seed=recipe.seed)
+                           tuple(recipe.report.latency_batches), seed=recipe.seed, int8_graph=int8_graph)
 

@@ -32,6 +32,11 @@ class GatesConfig(Section, name="gates", title="Gates (a run that misses one exi
                                           minimum=0, execution=True, reuse=False)
     max_size_ratio: float | None = option(None, "Largest model.onnx bytes / the original model's ONNX bytes (float32, "
                                                 "the same exporter).", above=0, execution=True, reuse=False)
+    max_int8_accuracy_drop: float | None = option(
+        None, "Most top-1 points model.int8.onnx (in onnxruntime) may lose against the original (needs --quantize "
+              "int8).", minimum=0, execution=True, reuse=False)
+    max_int8_size_ratio: float | None = option(None, "Largest model.int8.onnx bytes / the original model's ONNX bytes.",
+                                               above=0, execution=True, reuse=False)
 
     def validate(self) -> None:
         if self.min_speedup is not None:
@@ -80,7 +85,8 @@ class GateResult:
         return f"{self.name}: {self.what} {self.measured_text} (limit {self.relation} {self.limit:g}) {verdict}"
 
 
-def check_measurable(gates: GatesConfig, has_data: bool, latency: bool, batches: list[int], onnx: bool) -> None:
+def check_measurable(gates: GatesConfig, has_data: bool, latency: bool, batches: list[int], onnx: bool,
+                     int8: bool = False) -> None:
     """Refuse, before any work, a gate the run would not measure."""
     if gates.max_accuracy_drop is not None and not has_data:
         raise UsageError(f"{opt('gate_max_accuracy_drop')} needs {opt('data')}: accuracy is measured on its test split")
@@ -94,6 +100,11 @@ def check_measurable(gates: GatesConfig, has_data: bool, latency: bool, batches:
     for name in ("max_onnx_error", "max_size_ratio"):
         if getattr(gates, name) is not None and not onnx:
             raise UsageError(f"{opt('gate_' + name)} needs the ONNX export (drop {opt('no_onnx')})")
+    for name in ("max_int8_accuracy_drop", "max_int8_size_ratio"):
+        if getattr(gates, name) is not None and not int8:
+            raise UsageError(f"{opt('gate_' + name)} needs {opt('quantize')} int8")
+    if gates.min_speedup is not None and parse_speedup(gates.min_speedup)[1] == "onnxruntime_int8" and not int8:
+        raise UsageError(f"{opt('gate_min_speedup')} on onnxruntime_int8 needs {opt('quantize')} int8")
 
 
 def judge(gates: GatesConfig, report) -> list[GateResult]:
@@ -117,6 +128,16 @@ def judge(gates: GatesConfig, report) -> list[GateResult]:
     if gates.max_size_ratio is not None:
         ratio = report.sizes.ratio() if report.sizes else None
         results.append(_result("max_size_ratio", gates.max_size_ratio, ratio, "model.onnx bytes / the original's"))
+    if gates.max_int8_accuracy_drop is not None:
+        acc, int8 = report.accuracy, report.int8
+        drop = (100 * (acc.original.top1 - int8.accuracy.top1)
+                if acc.original is not None and int8 is not None and int8.accuracy is not None else None)
+        results.append(_result("max_int8_accuracy_drop", gates.max_int8_accuracy_drop, drop,
+                               "top-1 drop of model.int8.onnx (points)"))
+    if gates.max_int8_size_ratio is not None:
+        ratio = report.sizes.ratio("model.int8.onnx") if report.sizes else None
+        results.append(_result("max_int8_size_ratio", gates.max_int8_size_ratio, ratio,
+                               "model.int8.onnx bytes / the original's"))
     return results
 
 

@@ -107,6 +107,12 @@ def report_html(report: RunReport) -> str:
         plots = _run_plots(plt, report)
     if plots:
         body += ["<h2>Plots</h2>", '<div class="plots">', *plots, "</div>"]
+    if report.int8 and report.int8.accuracy is not None:
+        q = report.int8
+        body.append(f"<h2>INT8</h2><p>model.int8.onnx ({q.bytes:,} bytes, {_e(q.assignment)} forms, "
+                    f"{_e(q.calibration)} calibration on {q.calibration_samples} images): top-1 "
+                    f"{_pct(q.accuracy.top1)} in onnxruntime on {q.accuracy.samples} test samples; labels agree "
+                    f"with the float model on {100 * q.check.agreement:.1f}% of {q.check.samples} pool images.</p>")
     if report.sizes:
         body += ["<h2>Sizes</h2>", _table(["file", "bytes", "the original's", "ratio"], size_rows(report.sizes), 1)]
     if report.latency:

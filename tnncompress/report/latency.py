@@ -16,7 +16,9 @@ from torch import nn
 from ..export import INPUT, OUTPUT, session
 from ..timing import interleaved_medians
 
-RUNTIMES = {"pytorch_cpu": "PyTorch CPU", "onnxruntime_cpu": "onnxruntime CPU", "pytorch_cuda": "PyTorch GPU"}
+RUNTIMES = {"pytorch_cpu": "PyTorch CPU", "onnxruntime_cpu": "onnxruntime CPU",
+            "onnxruntime_int8": "onnxruntime CPU, model.int8.onnx against the original float graph",
+            "pytorch_cuda": "PyTorch GPU"}
 
 
 @dataclass
@@ -57,8 +59,9 @@ def _torch_times(original: nn.Module, compressed: nn.Module, x: torch.Tensor, mi
 
 def measure_latency(original: nn.Module, compressed: nn.Module, original_graph: bytes | None,
                     compressed_graph: bytes | None, input_size: tuple[int, int, int], batches=(1, 32),
-                    min_time: float = 0.5, seed: int = 0) -> Latency:
-    """Without graphs (no ONNX export), onnxruntime is left out."""
+                    min_time: float = 0.5, seed: int = 0, int8_graph: bytes | None = None) -> Latency:
+    """Without graphs (no ONNX export), onnxruntime is left out; with `int8_graph`, it is timed in the same
+    rounds and reported against the original float graph (`onnxruntime_int8`)."""
     generator = torch.Generator().manual_seed(seed)
     original, compressed = original.eval().cpu(), compressed.eval().cpu()
     result = Latency(threads=torch.get_num_threads(), runtimes={"pytorch_cpu": {}})
@@ -66,6 +69,9 @@ def measure_latency(original: nn.Module, compressed: nn.Module, original_graph: 
     if original_graph is not None and compressed_graph is not None:
         sessions = {"original": session(original_graph), "compressed": session(compressed_graph)}
         result.runtimes["onnxruntime_cpu"] = {}
+        if int8_graph is not None:
+            sessions["int8"] = session(int8_graph)
+            result.runtimes["onnxruntime_int8"] = {}
     for batch in batches:
         x = torch.randn(batch, *input_size, generator=generator)
         result.runtimes["pytorch_cpu"][str(batch)] = _entry(_torch_times(original, compressed, x, min_time))
@@ -76,6 +82,9 @@ def measure_latency(original: nn.Module, compressed: nn.Module, original_graph: 
                                          for name, s in sessions.items()},
                                         min_time=min_time, max_rounds=20, min_rounds=3)
         result.runtimes["onnxruntime_cpu"][str(batch)] = _entry(ort_times)
+        if int8_graph is not None:
+            result.runtimes["onnxruntime_int8"][str(batch)] = _entry({"original": ort_times["original"],
+                                                                       "compressed": ort_times["int8"]})
     if torch.cuda.is_available():
         result.cuda_device = torch.cuda.get_device_name()
         result.runtimes["pytorch_cuda"] = {}

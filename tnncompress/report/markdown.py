@@ -103,6 +103,8 @@ def render_markdown(report: RunReport) -> str:
         lines += _spectral(report.spectral)
     if report.bqn:
         lines += _bqn(report.bqn)
+    if report.int8:
+        lines += _int8(report.int8, acc)
     if report.sizes:
         lines += ["", "## Sizes", "", "| file | bytes | the original's | ratio |", "|---|---:|---:|---:|"]
         lines += [f"| {md(name)} | {size} | {base} | {ratio} |" for name, size, base, ratio in size_rows(report.sizes)]
@@ -145,6 +147,31 @@ def render_markdown(report: RunReport) -> str:
                      f"{md(r.deploy_form or '-')} | {md(r.load_form or '-')} | {md(r.reason)} |")
     lines += ["", "Repeat this run with `tnncompress run --recipe recipe.yaml` (in this directory).", ""]
     return "\n".join(lines)
+
+
+def _int8(q, acc: Accuracy) -> list[str]:
+    """model.int8.onnx: how it was made, its check, its accuracy in onnxruntime and the forms' INT8 times."""
+    c = q.check
+    lines = ["", "## INT8 (model.int8.onnx)", "",
+             f"Static post-training quantization by onnxruntime's tools (QDQ, per-channel INT8 weights, UINT8 "
+             f"activations), ranges calibrated ({_code(q.calibration)}) on {q.calibration_samples} pool images; "
+             f"{q.bytes:,} bytes. Check: top-1 labels agree with the float model on {100 * c.agreement:.1f}% of "
+             f"{c.samples} pool images (at least {100 * c.min_agreement:.0f}%), relative logit error "
+             f"{c.logit_error:.3g} (at most {c.max_logit_error:g})."]
+    if q.accuracy is not None:
+        float_top1 = acc.compressed.top1 if acc.compressed else None
+        original = acc.original.top1 if acc.original else None
+        lines.append(f"Top-1 in onnxruntime on {q.accuracy.samples} test samples: {_pct(q.accuracy.top1)} "
+                     f"(float compressed model {_pct(float_top1)}, original {_pct(original)}); NLL "
+                     f"{q.accuracy.nll:.4f}, ECE {q.accuracy.ece:.4f}.")
+    if q.models:
+        lines += ["", "Forms quantized and timed in INT8 (ms per batch; the fastest is kept):", "",
+                  "| forms | ms per batch | |", "|---|---:|---|"]
+        lines += [f"| {md(name)} | {' / '.join(f'{v:.2f}' for v in ms.values())} | "
+                  f"{'**kept**' if name == q.assignment else ''} |" for name, ms in q.models.items()]
+    else:
+        lines.append(f"Forms quantized: {_code(q.assignment)}.")
+    return lines
 
 
 def _sigma(value: float | None, lower: float | None, exact: bool) -> str:

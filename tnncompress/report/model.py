@@ -10,6 +10,7 @@ from ..bayes.result import BqnReport
 from ..distill import DistillResult
 from ..evaluate import Metrics
 from ..export import FormDecision, OnnxCheck
+from ..export.quantize import Int8Check
 from ..io import read_json
 from ..schema import from_data
 from ..spectral.result import SpectralReport
@@ -95,6 +96,21 @@ class OnnxReport:
 
 
 @dataclass
+class Int8Report:
+    """model.int8.onnx: how it was made, which deployment forms it quantizes, its check, and its accuracy
+    evaluated in onnxruntime (its latency is the latency table's `onnxruntime_int8`)."""
+
+    file: str
+    calibration: str  # "minmax", "percentile" or "entropy"
+    calibration_samples: int  # pool images the activation ranges were calibrated on
+    assignment: str  # the forms quantized: "float" (model.onnx's), "dense" or "factors" (each timed in INT8)
+    check: Int8Check
+    bytes: int = 0
+    accuracy: Metrics | None = None  # on the run's test samples, in onnxruntime
+    models: dict[str, dict[str, float]] = field(default_factory=dict)  # assignment -> batch -> ms, in INT8
+
+
+@dataclass
 class Sizes:
     """Bytes of the deployable artifacts of the run, next to the original's."""
 
@@ -149,6 +165,7 @@ class RunReport:
     bqn: BqnReport | None = None
     gates: list[GateResult] = field(default_factory=list)  # the recipe's gates against what was measured
     sizes: Sizes | None = None  # bytes of the artifacts next to the original's
+    int8: Int8Report | None = None  # model.int8.onnx (--quantize int8)
     layers_compressed: int = 0
 
     def __post_init__(self) -> None:
