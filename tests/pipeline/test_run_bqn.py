@@ -145,3 +145,42 @@ def test_bqn_bad_inputs_are_one_line_errors_before_any_work(tmp_path, small_cnn_
                             "--bqn-steps", "2", *base, *FAST[:-2], "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert all(t.startswith("fc1.") for t in read_report(out / "report.json").bqn.tensors)
+
+
+def test_the_onnx_graph_stores_the_map_qnn_as_integer_levels(tmp_path, small_cnn_checkpoint):
+    """Issue 26: model.onnx of a 4-bit BQN holds INT4 levels and scales (no float copy of a quantized weight),
+    computes the exported MAP QNN, and onnxruntime folds the levels into float weights at session start;
+    at 8 bits the levels are INT8. Against --onnx-weights dense, which stores the float weights."""
+    import numpy as np
+    import onnx
+
+    from tnncompress.export import INPUT, OUTPUT, session
+    from tnncompress.export.onnx_graph import folds
+
+    sizes = {}
+    for bits, weights in ((4, "factors"), (8, "factors"), (4, "dense")):
+        out = tmp_path / f"{bits}-{weights}"
+        r = runner.invoke(app, ["run", str(small_cnn_checkpoint), "--format", "tk", "--rate", "0.2", "--bqn-bits",
+                                str(bits), "--bqn-dense", "--bqn-steps", "4", "--bqn-batch-size", "32",
+                                "--bqn-samples", "2", "--onnx-weights", weights, "--out", str(out), *FAST])
+        assert r.exit_code == 0, r.output
+        graph = (out / "model.onnx").read_bytes()
+        sizes[bits, weights] = len(graph)
+        model = onnx.load_from_string(graph)
+        report = read_report(out / "report.json")
+        x = torch.randn(7, 1, 28, 28, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            want = load(out, form="factors")(x).numpy()
+        np.testing.assert_allclose(session(graph).run([OUTPUT], {INPUT: x.numpy()})[0], want, rtol=1e-4, atol=1e-5)
+        if weights == "dense":
+            continue
+        integer = {t.name for t in model.graph.initializer
+                   if t.data_type == (onnx.TensorProto.INT4 if bits == 4 else onnx.TensorProto.INT8)}
+        levels = {n for n in integer if n.endswith(".levels")}
+        assert len(levels) == len(report.bqn.tensors)  # one per quantized tensor (factors and dense weights)
+        floats = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+        quantised = report.bqn.size["quantised_weights"]
+        assert floats < report.bqn.size["float_weights"] + quantised / 4  # scales, biases, norms: no float weights
+        assert report.onnx.folded and folds(graph, integer)
+        assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {21 if bits == 4 else 17}
+    assert sizes[4, "factors"] < sizes[8, "factors"] < sizes[4, "dense"] / 2

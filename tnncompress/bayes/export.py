@@ -106,6 +106,16 @@ def write_codes(directory: Path, tensors: dict[str, torch.Tensor], bits: int) ->
         tensors, str(tmp), metadata={"format": "tnncompress-bqn", "bits": str(bits)}))
 
 
+def integer_weights(tensors: dict[str, torch.Tensor], bits: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{parameter name: (its integer levels as float, the scale)} of the tensors `apply_map` returns: the
+    weight is their product (what model.onnx stores for a BQN, see export/rebuild.Dequantized)."""
+    out = {}
+    for name in sorted({k.rsplit(".", 1)[0] for k in tensors}):
+        codes = unpack(tensors[f"{name}.codes"], bits, tensors[f"{name}.shape"].tolist())
+        out[name] = (tensors[f"{name}.levels"][codes], tensors[f"{name}.scale"])
+    return out
+
+
 PARTS = ("codes", "shape", "levels", "scale")
 MAX_BITS = 8
 

@@ -121,6 +121,37 @@ def _merge_reshapes(nodes: list, outputs: set[str]) -> list:
     return [node for node in nodes if id(node) not in dropped]
 
 
+INT4_OPSET = 21  # the first opset whose Cast reads INT4 tensors
+
+
+def to_int4(graph: bytes, names: set[str]) -> bytes:
+    """The graph with the INT8 initializers `names` stored as INT4 (two values a byte, the first in the low
+    nibble) where every value fits -8..7, at opset 21 (operators keep their meaning; 21 adds the type)."""
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    model = onnx.load_from_string(graph)
+    changed = False
+    for k, t in enumerate(model.graph.initializer):
+        if t.name not in names or t.data_type != TensorProto.INT8:
+            continue
+        values = numpy_helper.to_array(t).astype(np.int16).ravel()
+        if values.size == 0 or values.min() < -8 or values.max() > 7:
+            continue
+        nibbles = (values & 0xF).astype(np.uint8)
+        if nibbles.size % 2:
+            nibbles = np.append(nibbles, np.uint8(0))
+        packed = (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8).tobytes()
+        model.graph.initializer[k].CopyFrom(onnx.helper.make_tensor(t.name, TensorProto.INT4, list(t.dims), packed,
+                                                                     raw=True))
+        changed = True
+    if changed:
+        for opset in model.opset_import:
+            if opset.domain in ("", "ai.onnx"):
+                opset.version = max(opset.version, INT4_OPSET)
+    return model.SerializeToString()
+
+
 def folds(graph: bytes, initializers: set[str]) -> bool:
     """Whether onnxruntime's constant folding consumes `initializers` when it creates a session: none of
     them is read by a node of the graph it runs (saved from a session at the basic level, whose

@@ -95,46 +95,115 @@ class _Step:
         return [t for k, t in enumerate(operands) if k not in (self.i, self.j)] + [out]
 
 
+class Dequantized(nn.Module):
+    """A weight stored as integer levels and a scale (a BQN's MAP QNN): scale x levels, computed in the graph
+    by Cast and Mul, which onnxruntime folds when a session starts (a DequantizeLinear it would not: it
+    keeps those for its quantized kernels, and the kernel would be rebuilt at every call)."""
+
+    def __init__(self, levels: torch.Tensor, scale: torch.Tensor):
+        super().__init__()
+        if levels.numel() and (levels.min() < -128 or levels.max() > 127 or not torch.equal(levels, levels.round())):
+            raise ValueError("levels must be integers in -128..127")
+        self.register_buffer("levels", levels.to(torch.int8).contiguous())
+        self.register_buffer("scale", scale.detach().float().contiguous())
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.levels.shape
+
+    def forward(self) -> torch.Tensor:
+        return self.levels.float() * self.scale
+
+
+class Summed(nn.Module):
+    """A source summed over some of its dims in the graph (a chain's first step over a quantized factor)."""
+
+    def __init__(self, source: nn.Module, dims: tuple[int, ...]):
+        super().__init__()
+        self.source, self.dims = source, list(dims)
+        self.shape = torch.Size(d for i, d in enumerate(source.shape) if i not in self.dims)
+
+    def forward(self) -> torch.Tensor:
+        return self.source().sum(self.dims)
+
+
+Source = torch.Tensor | nn.Module  # a tensor, or a module that gives one (Dequantized, Summed) with its .shape
+
+
+class QuantizedWeight(nn.Module):
+    """A dense convolution or linear layer whose weight a source gives (a BQN's quantized dense layer)."""
+
+    def __init__(self, layer: nn.Module, weight: nn.Module):
+        super().__init__()
+        self.layer = copy.deepcopy(layer)
+        del self.layer.weight  # the file holds the source's levels, not the float weight
+        self.weight = weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.layer, nn.Linear):
+            return F.linear(x, self.weight(), self.layer.bias)
+        return self.layer._conv_forward(x, self.weight(), self.layer.bias)
+
+
 class Contraction(nn.Module):
     """The product of `factors` (modes `terms`) with modes `out` in that order, computed on every call
-    from the factors it stores (float32, frozen). Modes held by one factor only and not in `out` are
-    summed into that factor when it is stored."""
+    from the factors it stores (float32, frozen; or Dequantized ones, which it calls). Modes held by one
+    factor only and not in `out` are summed over first (into a stored tensor, once)."""
 
-    def __init__(self, factors: list[torch.Tensor], terms: list[Modes], out: Modes):
+    def __init__(self, factors: list[Source], terms: list[Modes], out: Modes):
         super().__init__()
         counts: dict[str, int] = {}
         for term in terms:
             for m in term:
                 counts[m] = counts.get(m, 0) + 1
-        stored, live = [], []
-        for f, term in zip(factors, terms, strict=True):
-            lone = [k for k, m in enumerate(term) if counts[m] == 1 and m not in out]
-            stored.append((f.detach().float().sum(lone) if lone else f.detach().float()).clone())
-            live.append(tuple(m for k, m in enumerate(term) if k not in lone))
-        size = {m: d for f, term in zip(stored, live, strict=True) for m, d in zip(term, f.shape, strict=True)}
+        stored, live, dims, self.lone = [], [], [], {}
+        for k, (f, term) in enumerate(zip(factors, terms, strict=True)):
+            lone = [i for i, m in enumerate(term) if counts[m] == 1 and m not in out]
+            if isinstance(f, nn.Module):  # called in the graph: what it gives is summed and laid out there
+                stored.append(f)
+                if lone:
+                    self.lone[k] = lone
+            else:
+                stored.append((f.detach().float().sum(lone) if lone else f.detach().float()).clone())
+            live.append(tuple(m for i, m in enumerate(term) if i not in lone))
+            dims.append([d for i, d in enumerate(f.shape) if i not in lone])
+        size = {m: d for term, ds in zip(live, dims, strict=True) for m, d in zip(term, ds, strict=True)}
         self.steps = []
         if len(stored) > 1:
             letters = {m: string.ascii_letters[k] for k, m in enumerate(dict.fromkeys(m for t in live for m in t))}
             equation = (",".join("".join(letters[m] for m in t) for t in live) + "->"
                         + "".join(letters[m] for m in out))
-            path, _ = opt_einsum.contract_path(equation, *[tuple(f.shape) for f in stored], shapes=True,
-                                               optimize="optimal")
+            path, _ = opt_einsum.contract_path(equation, *[tuple(d) for d in dims], shapes=True, optimize="optimal")
             origin = list(range(len(stored)))
             for i, j in path:
                 rest = [t for k, t in enumerate(live) if k not in (i, j)]
                 step = _Step(i, j, live[i], live[j], set(out) | {m for t in rest for m in t}, size)
-                # a factor enters one step: stored already laid out as that step reads it
+                # a stored factor enters one step: stored already laid out as that step reads it
                 for side, k in (("a", origin[i]), ("b", origin[j])):
-                    if k is not None:
+                    if k is not None and not isinstance(stored[k], nn.Module):
                         stored[k] = step.prepare(side, stored[k])
                 self.steps.append(step)
                 live = rest + [step.modes]
                 origin = [o for k, o in enumerate(origin) if k not in (i, j)] + [None]
         self.final = [live[0].index(m) for m in out]
-        self.factors = nn.ParameterList([nn.Parameter(f.contiguous(), requires_grad=False) for f in stored])
+        self.factors = nn.ParameterList([nn.Parameter(f.contiguous(), requires_grad=False) for f in stored
+                                         if not isinstance(f, nn.Module)])
+        self.quantized = nn.ModuleDict({str(k): f for k, f in enumerate(stored) if isinstance(f, nn.Module)})
+        self.order = [("q", str(k)) if isinstance(f, nn.Module) else ("f", sum(
+            not isinstance(g, nn.Module) for g in stored[:k])) for k, f in enumerate(stored)]
+
+    def operands(self) -> list[torch.Tensor]:
+        out = []
+        for k, (kind, key) in enumerate(self.order):
+            if kind == "f":
+                out.append(self.factors[key])
+            else:
+                value = self.quantized[key]()
+                out.append(value.sum(self.lone[k]) if k in self.lone else value)
+        return out
 
     def forward(self) -> torch.Tensor:
-        operands = list(self.factors)
+        operands = self.operands()
         for step in self.steps:
             operands = step(operands)
         return operands[0] if _identity(self.final) else operands[0].permute(self.final)
@@ -149,11 +218,11 @@ class RebuiltLayer(nn.Module):
     """The dense convolution (or linear layer) of a tensorial layer, its kernel rebuilt from the factors
     on every call: for export (see the module docstring), not for training."""
 
-    def __init__(self, layer: TensorizedLayer):
+    def __init__(self, layer: TensorizedLayer, factors: list[Source] | None = None):
         super().__init__()
         shape = layer.shape
         terms, out = _expression_terms(layer.format.kernel_expression(shape, layer.tensorization))
-        self.kernel = Contraction(list(layer.factors), terms, out)
+        self.kernel = Contraction(factors or list(layer.factors), terms, out)
         self.bias = None if layer.bias is None else nn.Parameter(layer.bias.detach().float().clone(),
                                                                  requires_grad=False)
         self.shape, self.linear = shape, isinstance(layer, TensorizedLinear)
@@ -177,35 +246,44 @@ class RebuiltLayer(nn.Module):
         return F.conv2d(x, kernel, self.bias, self.stride, self.padding, self.dilation, s.groups)
 
 
-def chain_from_factors(frozen: TensorizedLayer, layer: TensorizedLayer) -> TensorizedLayer:
+def chain_from_factors(frozen: TensorizedLayer, layer: TensorizedLayer,
+                       factors: list[Source] | None = None) -> TensorizedLayer:
     """A copy of the factor chain `frozen` (a bound `layer`) whose weight-only products are computed from
-    `layer`'s factors on every call rather than stored."""
+    `layer`'s factors (or the sources given for them) on every call rather than stored."""
     chain = copy.deepcopy(frozen)
     bound = chain.bound
-    factors = [f.detach() for f in layer.factors]
+    factors = list(factors or [f.detach() for f in layer.factors])
     for i, dims in bound.reductions.items():  # the sums the plan does first, as binding did
-        factors[i - 1] = factors[i - 1].sum(dims)
+        f = factors[i - 1]
+        factors[i - 1] = Summed(f, dims) if isinstance(f, nn.Module) else f.sum(dims)
     bound.compute_constants({n: Contraction([factors[k - 1] for k, _ in joined], [modes for _, modes in joined], out)
                              for n, (joined, out) in bound.origins.items()})
     return chain
 
 
-def with_factor_weights(deployed: nn.Module, student: nn.Module) -> nn.Module:
+def with_factor_weights(deployed: nn.Module, student: nn.Module,
+                        quantized: dict[str, Dequantized] | None = None) -> nn.Module:
     """`deployed` (a deployable copy, changed in place) with every layer of `student` that it holds as a
     dense kernel or a factor chain computing its weights from the factors instead (see the module
-    docstring)."""
+    docstring). `quantized`: parameters of `student` (by name) stored as integer levels and a scale."""
+    quantized = quantized or {}
     for name, layer in student.named_modules():
-        if not isinstance(layer, TensorizedLayer):
-            continue
-        current = deployed.get_submodule(name)
-        if isinstance(current, TensorizedLayer) and current.bound is not None:
-            deployed.set_submodule(name, chain_from_factors(current, layer).eval())
-        elif isinstance(current, (nn.Conv2d, nn.Linear)):
-            deployed.set_submodule(name, RebuiltLayer(layer).eval())
+        if isinstance(layer, TensorizedLayer):
+            factors = [quantized.get(f"{name}.factors.{k}", f.detach()) for k, f in enumerate(layer.factors)]
+            current = deployed.get_submodule(name)
+            if isinstance(current, TensorizedLayer) and current.bound is not None:
+                deployed.set_submodule(name, chain_from_factors(current, layer, factors).eval())
+            elif isinstance(current, (nn.Conv2d, nn.Linear)):
+                deployed.set_submodule(name, RebuiltLayer(layer, factors).eval())
+        elif f"{name}.weight" in quantized and isinstance(layer, (nn.Conv2d, nn.Linear)):
+            deployed.set_submodule(name, QuantizedWeight(deployed.get_submodule(name), quantized[f"{name}.weight"]))
     return deployed
 
 
 def factor_initializers(model: nn.Module) -> set[str]:
-    """The names the exporter gives the factors every Contraction of `model` stores."""
-    return {f"{name}.factors.{k}" for name, m in model.named_modules() if isinstance(m, Contraction)
-            for k in range(len(m.factors))}
+    """The names the exporter gives what `model` computes its weights from: every Contraction's stored
+    factors and every Dequantized's levels and scale."""
+    names = {f"{name}.factors.{k}" for name, m in model.named_modules() if isinstance(m, Contraction)
+             for k in range(len(m.factors))}
+    return names | {f"{name}.{buffer}" for name, m in model.named_modules() if isinstance(m, Dequantized)
+                    for buffer in ("levels", "scale")}

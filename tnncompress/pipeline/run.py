@@ -120,7 +120,7 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         with clock.stage("evaluate"):
             accuracy = stages.accuracy(recipe, loaded, student, test, ctx, points[0])
         with clock.stage("export"):
-            onnx, load_forms, as_loaded, original_graph = stages.export(recipe, ws.output, loaded, student)
+            onnx, load_forms, as_loaded, original_graph = stages.export(recipe, ws.output, loaded, student, codes)
             if codes is not None:
                 write_codes(ws.output, codes, recipe.bqn.bits)
             int8, int8_graph = None, None

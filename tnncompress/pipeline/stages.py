@@ -17,7 +17,7 @@ from torch import nn
 
 from ..bayes import BayesianQuantizedNetwork, Propagator, evaluate_bqn, learn_posterior
 from ..bayes.activations import fit_steps, quantize_activations, quantizers
-from ..bayes.export import apply_map, fold_temperature
+from ..bayes.export import apply_map, fold_temperature, integer_weights
 from ..bayes.result import BqnReport
 from ..calibrate import CalibrationPool, calibration_pool, parse_memory, recalibrate_bn
 from ..compress import (
@@ -40,9 +40,9 @@ from ..evaluate import check_compatible, evaluate, output_classes
 from ..export import OPSET, FormDecision, deployable, operator_counts, to_onnx, verify, write_compressed
 from ..export.choose import assignments, distinct_assignments, pick_assignment, time_models
 from ..export.deploy import deployed, tensorized_inputs
-from ..export.onnx_graph import INPUT, OUTPUT, folds, session
+from ..export.onnx_graph import INPUT, OUTPUT, folds, session, to_int4
 from ..export.quantize import OnnxModule, check_int8, quantize_int8
-from ..export.rebuild import factor_initializers, with_factor_weights
+from ..export.rebuild import Dequantized, factor_initializers, with_factor_weights
 from ..formats import planned
 from ..inspect import call_order
 from ..io import LoadedModel, load_model
@@ -387,11 +387,12 @@ def accuracy(recipe: Recipe, loaded: LoadedModel, student: nn.Module, test: Clas
                     layer_decomp_top1=layer_decomp.top1)
 
 
-def export(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Module
+def export(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Module, codes: dict | None = None
            ) -> tuple[OnnxReport | None, FormDecision | None, nn.Module, bytes | None]:
     """model.safetensors + structure.json with each layer's load form, and the checked ONNX graph with
     each layer's ONNX form; returns the ONNX report, the load-form decision, the model as load(DIR)
-    gives it, and the original model's ONNX graph (for its size and latency)."""
+    gives it, and the original model's ONNX graph (for its size and latency). With a BQN's `codes`,
+    model.onnx stores its quantized weights as integer levels (INT4 up to 4 bits) and scales."""
     x = recipe.export
     eager, load_forms = student, None
     if x.load_form != "factors":
@@ -404,9 +405,15 @@ def export(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Mod
     log.info("choosing each layer's ONNX form (%s)", x.deploy_form)
     deployed, forms = deployable(student, loaded.input_size, x.deploy_batch, x.deploy_form, runtime="onnxruntime")
     factors = x.onnx_weights == "factors"
+    quantized = {}
+    if factors and codes is not None:
+        quantized = {name: Dequantized(levels, scale)
+                     for name, (levels, scale) in integer_weights(codes, recipe.bqn.bits).items()}
     if factors:  # the same forms, their weights computed in the graph from the factors
-        deployed = with_factor_weights(deployed, student)
+        deployed = with_factor_weights(deployed, student, quantized)
     graph = to_onnx(deployed, loaded.input_size, fold=not factors)
+    if quantized and recipe.bqn.bits <= 4:
+        graph = to_int4(graph, factor_initializers(deployed))
     check = verify(graph, student, loaded.input_size, seed=recipe.seed, discontinuous=bool(quantizers(student)))
     folded = folds(graph, factor_initializers(deployed)) if factors else None
     if folded is False:
