@@ -52,7 +52,7 @@ def resnet50():
     return torchvision.models.resnet50().eval(), (3, 224, 224)
 
 
-def random_student(model, plans):
+def random_resnet50_student(model, plans):
     """Random factors with the planned ranks, scaled so each rebuilt kernel has the original's norm."""
     import copy
 
@@ -85,7 +85,7 @@ def cell(model, size, name: str, fmt: str, rate_by: str, rate: float, min_time: 
              for c in choices]
     plans = [p for p in plans if p.ranks is not None]
     t0 = time.perf_counter()
-    student = compress_model(model, plans)[0] if name == "resnet32" else random_student(model, plans)
+    student = compress_model(model, plans)[0] if name == "resnet32" else random_resnet50_student(model, plans)
     decomp = time.perf_counter() - t0
     flops = sum(p.flops_compressed for p in plans) / max(sum(p.flops_original for p in plans), 1)
     t0 = time.perf_counter()

@@ -33,7 +33,8 @@ summary.md (a GitHub job summary), junit.xml (one test case per run) and summary
 batch starts and kept true after every run and at every exit (runs not done are "not run", never passed).
 
 Gates (in a recipe's `gates:` section or --gate NAME=VALUE): max_accuracy_drop (top-1 points),
-max_rate (parameters compressed / original), min_speedup (SPEEDUP@RUNTIME:BATCH), max_onnx_error.
+max_rate (parameters compressed / original), min_speedup (SPEEDUP@RUNTIME:BATCH), max_onnx_error,
+max_size_ratio, max_int8_accuracy_drop, max_int8_size_ratio.
 
 Exit codes: 0 every run passed, 4 a run missed a gate (and none failed), 1 a run failed, 2 bad input
 (nothing runs: every recipe is checked first), 130 interrupted (rerun the same command to continue).

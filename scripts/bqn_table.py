@@ -96,7 +96,8 @@ def table(result: dict) -> str:
              f"| 32 | float | {100 * f['top1']:.2f}% | {100 * (1 - f['top1']):.2f}% | {f['nll']:.4f} | "
              f"{f['ece']:.4f} |"]
     names = (("ptq", "PTQ (round to nearest)"), ("eqnn5", "E-QNN, 5 stochastic roundings"),
-             ("analytic", "BQN analytic (NLL: bound)"), ("mc", "BQN MC, S = 5"), ("map", "BQN MAP"))
+             ("analytic", "BQN analytic (NLL: Thm 5.2 expression; an approximation here, not a bound)"),
+             ("mc", "BQN MC, S = 5"), ("map", "BQN MAP"))
     for r in result["rows"]:
         acts = r.get("act_bits")
         for key, name in (("float_weights_quantised_activations", f"float weights, {acts}-bit activations"),

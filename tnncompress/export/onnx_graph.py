@@ -174,6 +174,13 @@ def folds(graph: bytes, initializers: set[str]) -> bool:
     return not (read & initializers)
 
 
+def opset(graph: bytes) -> int:
+    """The graph's default-domain opset (17, or 21 when it stores INT4 tensors)."""
+    import onnx
+
+    return max(o.version for o in onnx.load_from_string(graph).opset_import if o.domain in ("", "ai.onnx"))
+
+
 def operator_counts(graph: bytes) -> dict[str, int]:
     import onnx
 

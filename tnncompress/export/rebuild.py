@@ -264,15 +264,20 @@ def chain_from_factors(frozen: TensorizedLayer, layer: TensorizedLayer,
 def with_factor_weights(deployed: nn.Module, student: nn.Module,
                         quantized: dict[str, Dequantized] | None = None) -> nn.Module:
     """`deployed` (a deployable copy, changed in place) with every layer of `student` that it holds as a
-    dense kernel or a factor chain computing its weights from the factors instead (see the module
-    docstring). `quantized`: parameters of `student` (by name) stored as integer levels and a scale."""
+    dense kernel, or as a factor chain whose products are larger than its factors, computing its weights
+    from the factors instead (see the module docstring). `quantized`: parameters of `student` (by name)
+    stored as integer levels and a scale."""
     quantized = quantized or {}
     for name, layer in student.named_modules():
         if isinstance(layer, TensorizedLayer):
             factors = [quantized.get(f"{name}.factors.{k}", f.detach()) for k, f in enumerate(layer.factors)]
             current = deployed.get_submodule(name)
             if isinstance(current, TensorizedLayer) and current.bound is not None:
-                deployed.set_submodule(name, chain_from_factors(current, layer, factors).eval())
+                # a chain's stored products can be as small as its factors (a CP chain's often are): then
+                # they stay, with no nodes to compute them; quantized factors are always the smaller
+                products = sum(getattr(current.bound, f"node{n}").numel() for n in current.bound._constants)
+                if any(isinstance(f, nn.Module) for f in factors) or sum(f.numel() for f in layer.factors) < products:
+                    deployed.set_submodule(name, chain_from_factors(current, layer, factors).eval())
             elif isinstance(current, (nn.Conv2d, nn.Linear)):
                 deployed.set_submodule(name, RebuiltLayer(layer, factors).eval())
         elif f"{name}.weight" in quantized and isinstance(layer, (nn.Conv2d, nn.Linear)):

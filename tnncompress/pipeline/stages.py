@@ -37,10 +37,10 @@ from ..distill import Context, DistillResult, distil
 from ..distill.units import STUDENT_LAYERS
 from ..errors import UsageError, opt
 from ..evaluate import check_compatible, evaluate, output_classes
-from ..export import OPSET, FormDecision, deployable, operator_counts, to_onnx, verify, write_compressed
+from ..export import FormDecision, deployable, operator_counts, to_onnx, verify, write_compressed
 from ..export.choose import assignments, distinct_assignments, pick_assignment, time_models
 from ..export.deploy import deployed, tensorized_inputs
-from ..export.onnx_graph import INPUT, OUTPUT, folds, session, to_int4
+from ..export.onnx_graph import INPUT, OUTPUT, folds, opset, session, to_int4
 from ..export.quantize import OnnxModule, check_int8, quantize_int8
 from ..export.rebuild import Dequantized, factor_initializers, with_factor_weights
 from ..formats import planned
@@ -420,7 +420,8 @@ def export(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Mod
         log.warning("onnxruntime did not fold the factors of model.onnx into the weights they make: it computes "
                     "them at every call (--onnx-weights dense stores them)")
     (directory / ONNX_FILE).write_bytes(graph)
-    report = OnnxReport(ONNX_FILE, OPSET, operator_counts(graph), check, forms, weights=x.onnx_weights, folded=folded)
+    report = OnnxReport(ONNX_FILE, opset(graph), operator_counts(graph), check, forms, weights=x.onnx_weights,
+                        folded=folded)
     log.info("ONNX: %d layers as factor chains, %d dense (%s), %s weights, %d bytes; max |onnxruntime - PyTorch| "
              "%.2g", report.factor_layers, report.dense_layers, forms.picked, x.onnx_weights, len(graph),
              check.max_abs_error)
