@@ -30,7 +30,7 @@ import torchvision
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import machine, today  # noqa: E402
+from benchmarks.common import load_rows, save_row  # noqa: E402
 from tnncompress.compress import compress_model, plan_layer, select_layers  # noqa: E402
 from tnncompress.export import INPUT, OUTPUT, deployable, session, to_onnx  # noqa: E402
 from tnncompress.formats import TensorizedConv2d  # noqa: E402
@@ -151,7 +151,7 @@ def main() -> None:
     parser.add_argument("--rank-multiple", type=int, default=1, help="run --rank-multiple")
     parser.add_argument("--table", action="store_true", help="print the table of --out and stop")
     args = parser.parse_args()
-    doc = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
+    doc = load_rows(args.out)
     if not args.table:
         for name in args.models:
             model, size = {"resnet32": resnet32, "resnet50": resnet50}[name]()
@@ -163,10 +163,7 @@ def main() -> None:
                         continue  # resumable: a finished cell is kept
                     row = cell(model, size, name, fmt, rate_by, rate, 1.0 if name == "resnet32" else 0.5,
                                args.rank_multiple)
-                    doc["rows"].append(row)
-                    doc.update(machine=machine(), date=today(), command=" ".join(sys.argv))
-                    args.out.parent.mkdir(parents=True, exist_ok=True)
-                    args.out.write_text(json.dumps(doc, indent=1) + "\n")
+                    save_row(args.out, doc, row)
                     print(json.dumps({k: v for k, v in row.items() if not k.endswith("_ms")}), file=sys.stderr)
     print(table(doc["rows"]))
 

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_deploy import random_resnet50_student, resnet32, resnet50  # noqa: E402
-from benchmarks.common import machine, today  # noqa: E402
+from benchmarks.common import load_rows, save_row  # noqa: E402
 from tnncompress.compress import compress_model, plan_layer, select_layers  # noqa: E402
 from tnncompress.export import INPUT, OUTPUT, deployable, session, to_onnx, write_compressed  # noqa: E402
 from tnncompress.export.onnx_graph import folds  # noqa: E402
@@ -37,7 +37,8 @@ from tnncompress.timing import interleaved_medians  # noqa: E402
 
 BATCHES = (1, 32)
 CELLS = {"resnet32": [(fmt, "params", 0.1) for fmt in list_formats()],
-         "resnet50": [(fmt, by, rate) for fmt in ("cp", "tk", "mcp") for by, rate in (("params", 0.05), ("flops", 0.25))]}
+         "resnet50": [(fmt, by, rate) for fmt in ("cp", "tk", "mcp")
+                      for by, rate in (("params", 0.05), ("flops", 0.25))]}
 
 
 def cell(model, size, name: str, fmt: str, rate_by: str, rate: float, min_time: float) -> dict:
@@ -92,7 +93,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(CELLS))
     parser.add_argument("--table", action="store_true", help="print the table of --out and stop")
     args = parser.parse_args()
-    doc = json.loads(args.out.read_text()) if args.out.exists() else {"rows": []}
+    doc = load_rows(args.out)
     if not args.table:
         for name in args.models:
             model, size = {"resnet32": resnet32, "resnet50": resnet50}[name]()
@@ -101,10 +102,7 @@ def main() -> None:
                 if any((r["model"], r["format"], r["rate_by"], r["rate"]) == key for r in doc["rows"]):
                     continue  # resumable: a finished cell is kept
                 row = cell(model, size, name, fmt, rate_by, rate, 1.0 if name == "resnet32" else 0.5)
-                doc["rows"].append(row)
-                doc.update(machine=machine(), date=today(), command=" ".join(sys.argv))
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps(doc, indent=1) + "\n")
+                save_row(args.out, doc, row)
                 print(json.dumps({k: v for k, v in row.items() if k != "ms"}), file=sys.stderr)
     print(table(doc["rows"]))
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import platform
+import sys
 from datetime import date
+from pathlib import Path
 
 import torch
 
@@ -24,3 +27,16 @@ def machine() -> str:
 
 def today() -> str:
     return date.today().isoformat()
+
+
+def load_rows(out: Path) -> dict:
+    """The results document of a resumable benchmark (rows already measured are kept)."""
+    return json.loads(out.read_text()) if out.exists() else {"rows": []}
+
+
+def save_row(out: Path, doc: dict, row: dict) -> None:
+    """Append a measured row and write the document at once, with the machine, date and command."""
+    doc["rows"].append(row)
+    doc.update(machine=machine(), date=today(), command=" ".join(sys.argv))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")

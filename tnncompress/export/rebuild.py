@@ -26,6 +26,7 @@ from torch import nn
 from ..formats import TensorizedLayer, TensorizedLinear
 
 Modes = tuple[str, ...]
+CHAIN_SAVING = 0.75  # a chain stores its factors (and computes its products) only when they are this much smaller
 
 
 def split_modes(term: str) -> Modes:
@@ -273,10 +274,12 @@ def with_factor_weights(deployed: nn.Module, student: nn.Module,
             factors = [quantized.get(f"{name}.factors.{k}", f.detach()) for k, f in enumerate(layer.factors)]
             current = deployed.get_submodule(name)
             if isinstance(current, TensorizedLayer) and current.bound is not None:
-                # a chain's stored products can be as small as its factors (a CP chain's often are): then
-                # they stay, with no nodes to compute them; quantized factors are always the smaller
+                # a chain's stored products can be about as small as its factors (a CP chain's are: it only
+                # joins the two 1-D spatial factors): then they stay, with no nodes to compute them, unless
+                # the factors save a quarter; quantized factors are always the smaller
                 products = sum(getattr(current.bound, f"node{n}").numel() for n in current.bound._constants)
-                if any(isinstance(f, nn.Module) for f in factors) or sum(f.numel() for f in layer.factors) < products:
+                if any(isinstance(f, nn.Module) for f in factors) or \
+                        sum(f.numel() for f in layer.factors) <= CHAIN_SAVING * products:
                     deployed.set_submodule(name, chain_from_factors(current, layer, factors).eval())
             elif isinstance(current, (nn.Conv2d, nn.Linear)):
                 deployed.set_submodule(name, RebuiltLayer(layer, factors).eval())

@@ -155,8 +155,9 @@ def _int8(q, acc: Accuracy) -> list[str]:
     lines = ["", "## INT8 (model.int8.onnx)", "",
              f"Static post-training quantization by onnxruntime's tools (QDQ, per-channel INT8 weights, UINT8 "
              f"activations), ranges calibrated ({_code(q.calibration)}) on {q.calibration_samples} pool images; "
-             f"{q.bytes:,} bytes. Check: top-1 labels agree with the float model on {100 * c.agreement:.1f}% of "
-             f"{c.samples} pool images (at least {100 * c.min_agreement:.0f}%), relative logit error "
+             f"{q.bytes:,} bytes. Check: top-1 labels agree with the float model on {100 * c.clear_agreement:.1f}% "
+             f"of the {c.clear} of {c.samples} pool images whose float label is clear (at least "
+             f"{100 * c.min_agreement:.0f}%; {100 * c.agreement:.1f}% of all), relative logit error "
              f"{c.logit_error:.3g} (at most {c.max_logit_error:g})."]
     if q.accuracy is not None:
         float_top1 = acc.compressed.top1 if acc.compressed else None
