@@ -30,7 +30,10 @@ FORMATTED = {"kd_budget": "90s", "cache_memory": "2G", "spectral": "clip:2", "ga
 # options that only mean something with others set: {flat name: {other option: value}}
 NEEDS = {**{flat: {"data": "fashion-mnist"} for flat in ("kd", "bqn_bits", "gate_max_accuracy_drop")},
          **{flat: {"data": "fashion-mnist", "bqn_bits": 2} for flat in ("bqn_act_bits", "bqn_exclude",
-                                                                         "bqn_train_float")}}
+                                                                         "bqn_train_float")},
+         "quantize": {"data": "fashion-mnist"},
+         **{flat: {"data": "fashion-mnist", "quantize": "int8"}
+            for flat in ("gate_max_int8_accuracy_drop", "gate_max_int8_size_ratio")}}
 
 
 def _sample(spec):

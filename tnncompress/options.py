@@ -13,6 +13,7 @@ as a flat key (the recipe format of version 1, still read) and `--kd-steps` on t
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import operator
 from dataclasses import dataclass, field
 
@@ -121,8 +122,12 @@ class OptionSet:
         unknown = [k[:40] for k, _ in items if k not in self._by_key]
         if unknown:
             more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            # Suggest near names rather than list every option: the list grows with each option and a
+            # message must stay one readable line.
+            near = sorted({m for k in unknown[:5] for m in difflib.get_close_matches(k, self._by_key, n=2)})
+            hint = f"did you mean {', '.join(near)}? " if near else ""
             raise UsageError(f"{source}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown[:5])}{more} "
-                             f"(known: {', '.join(o.flat for o in self.options)}, or section.field)")
+                             f"({hint}see `tnncompress run --help` for the options, by flat name or section.field)")
         return {self._by_key[k].dotted: coerce(v, self._by_key[k].hint, f"{source}: {k}") for k, v in items}
 
     def build(self, values: dict[str, object], section: type[Section], **more) -> Section:
