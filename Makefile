@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TEACHER := tnncompress/models/checkpoints/resnet32_fashion_mnist.safetensors
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test test-fast lint bench install clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,11 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# A quick answer while developing: every test but those marked slow (whole-pipeline runs and anything
+# that took 2 s or more when marked); CI runs the whole suite (`make test`).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check tnncompress cli tests benchmarks scripts

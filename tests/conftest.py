@@ -22,6 +22,10 @@ settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+# Measured plans are not carried between tests (nor into the developer's cache): each test measures, as
+# the tests were written for; tests/einsum/test_plan_cache.py turns the cache on where it is the subject.
+os.environ["TNNCOMPRESS_PLAN_CACHE"] = "off"
+
 
 @pytest.fixture(scope="session")
 def small_model() -> torch.nn.Module:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -24,6 +25,7 @@ def test_augment_matches_explicit_crop_and_flip():
         assert torch.equal(out[i], crop.flip(2) if flips[i] else crop)
 
 
+@pytest.mark.slow
 def test_short_training_learns():
     full = load_data("fashion-mnist", "train")
     ds = full.dataset

@@ -61,6 +61,7 @@ def counting_decompositions(monkeypatch) -> list[str]:
     return calls
 
 
+@pytest.mark.slow
 def test_a_batch_reports_passes_gate_failures_and_errors_and_reruns_only_what_changed(three, tmp_path, monkeypatch):
     out = tmp_path / "out"
     calls = counting_decompositions(monkeypatch)
@@ -117,6 +118,7 @@ def _stop_after_first_phase(payload):
         raise _Stop
 
 
+@pytest.mark.slow
 def test_an_interrupted_batch_resumes_its_distillation(tmp_path, monkeypatch):
     recipes = tmp_path / "recipes"
     recipes.mkdir()

@@ -148,6 +148,7 @@ class _Small(nn.Module):
         return self.fc(F.max_pool2d(x, 2).flatten(1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("act_bits", [1, 2])
 def test_a_network_with_quantised_weights_and_activations_matches_sampled_qnns(act_bits):
     torch.manual_seed(3)

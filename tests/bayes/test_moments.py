@@ -200,6 +200,7 @@ class _SqueezeExcite(nn.Module):
         return self.fc(F.gelu(torch.mean(y, dim=(2, 3))))
 
 
+@pytest.mark.slow
 def test_a_squeeze_excite_network_propagates_its_forward_pass_and_near_monte_carlo():
     torch.manual_seed(0)
     net = _SqueezeExcite().double().eval()

@@ -167,6 +167,7 @@ def test_size_counts_bits_and_the_float_rest():
     assert size["bytes"] < size["float32_bytes"] and size["ratio"] > 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["mobilenetv3_small_050"])
 def test_timm_networks_propagate_their_posterior(arch):
     """Unseen architectures: SiLU / hard-swish activations, squeeze-excite gates, timm's traced norm layers
@@ -223,6 +224,7 @@ def _expected_nll(bqn, x, y, draws: int, seed: int) -> tuple[torch.Tensor, torch
     return nll.mean(0), nll.std(0) / math.sqrt(draws)
 
 
+@pytest.mark.slow
 def test_one_quantised_classifier_on_deterministic_inputs_has_exact_moments_and_the_bound_holds():
     """The one case the propagated moments are exact: Theorem 5.2's expression bounds the expected NLL."""
     from tests.bayes.montecarlo import within
@@ -242,6 +244,7 @@ def test_one_quantised_classifier_on_deterministic_inputs_has_exact_moments_and_
     assert (bound >= expected - 3 * se).all()
 
 
+@pytest.mark.slow
 def test_through_relus_and_max_pooling_the_analytic_nll_is_an_approximation_and_the_gap_is_reported():
     """The issue's network: conv/BN/ReLU/max pooling/residual, every weight quantised, at the initial
     posterior. The analytic NLL is not a bound there: it is labelled so, and the Monte Carlo expected NLL

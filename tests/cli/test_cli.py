@@ -29,6 +29,7 @@ def test_version_and_help():
         assert r.exit_code == 0 and "Example" in r.stdout
 
 
+@pytest.mark.slow
 def test_inspect_json(ckpt_dir):
     r = run("inspect", ckpt_dir / "state.pt", "--json")
     assert r.exit_code == 0, r.stderr
@@ -133,6 +134,7 @@ def test_debug_shows_traceback(ckpt_dir):
     assert r.exit_code != 0 and r.exception is not None  # the exception propagates under --debug
 
 
+@pytest.mark.slow
 def test_console_script_end_to_end(ckpt_dir):
     exe = [sys.executable, "-m", "tnncompress.cli.app"]
     ok = subprocess.run(exe + ["inspect", str(ckpt_dir / "state.pt"), "--json", "-q"], capture_output=True, text=True)

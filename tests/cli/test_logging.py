@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from tnncompress.cli.app import app
 from typer.testing import CliRunner
 
@@ -23,6 +24,7 @@ def _run(tmp_path, *flags):
     return result
 
 
+@pytest.mark.slow
 def test_verbose_shows_the_stages_and_default_shows_the_summary(tmp_path):
     verbose = _run(tmp_path, "-v")
     for line in STAGE_LINES:

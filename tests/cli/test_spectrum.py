@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from tnncompress.cli.app import app
 from torch import nn
@@ -51,6 +52,7 @@ def _student() -> nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow
 def test_output_directory_uses_the_core_of_compressed_layers(tmp_path):
     out = tmp_path / "out"
     write_compressed(out, _student(), "tnncompress:small_cnn", {"num_classes": 10, "in_channels": 1}, (1, 28, 28))

@@ -70,6 +70,7 @@ class TwoBranches(torch.nn.Module):
         return self.head(self.scale * self.a(x) + self.b(x))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [30.0, 1 / 30])
 def test_a_layer_made_more_sensitive_on_purpose_gets_more_of_the_budget(scale):
     """The two branches make the same output errors at every rank; only their measured sensitivity

@@ -35,6 +35,7 @@ def _moments(layer, x, t):
     return collect_moments(layer, [(x[i:i + 16], t[i:i + 16]) for i in range(0, len(x), 16)])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", list_formats())
 def test_an_exactly_reachable_output_is_reached_by_every_format(fmt):
     truth, student = _layers(fmt)
@@ -60,6 +61,7 @@ def test_a_refit_never_raises_the_calibration_error(fmt):
     assert all(b <= a for a, b in zip(errors, errors[1:], strict=False)) and result.error_after <= result.error_before
 
 
+@pytest.mark.slow
 def test_grouped_layers_and_the_norm_affine_are_refitted():
     truth, student = _layers("cp", groups=2, seed=5)
     norm = nn.BatchNorm2d(12).double().eval()

@@ -93,6 +93,7 @@ def test_compress_save_load_roundtrip(small_model, tmp_path, name):
     assert torch.equal(loaded(x), student.eval()(x))
 
 
+@pytest.mark.slow
 def test_torchvision_resnet18_roundtrip(tmp_path):
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18(num_classes=7).state_dict(), tmp_path / "r18.pt")

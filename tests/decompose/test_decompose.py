@@ -96,6 +96,7 @@ def test_tt_svd_meets_the_oseledets_bound():
     assert float((tt_rebuild(result.cores) - x).norm() ** 2) <= bound * (1 + 1e-9)
 
 
+@pytest.mark.slow
 def test_tr_als_recovers_an_exact_ring_and_improves_on_its_tt_start():
     ring = [_rand(2, 6, 3, seed=13), _rand(3, 5, 2, seed=14), _rand(2, 4, 2, seed=15), _rand(2, 3, 2, seed=16)]
     x = tr_rebuild(ring)

@@ -29,6 +29,7 @@ def _run(train, test, monkeypatch=None, reverse=False, memory=1 << 30, **overrid
     return result, student
 
 
+@pytest.mark.slow
 def test_units_learning_from_teacher_inputs_come_out_the_same_in_any_order(bundled_data, monkeypatch):
     train, test = bundled_data
     forward, a = _run(train, test)
@@ -39,6 +40,7 @@ def test_units_learning_from_teacher_inputs_come_out_the_same_in_any_order(bundl
     assert forward.cache.storage == "memory" and forward.cache.samples == 256
 
 
+@pytest.mark.slow
 def test_a_cache_on_disk_trains_the_same_student(bundled_data):
     train, test = bundled_data
     memory, a = _run(train, test)
@@ -47,6 +49,7 @@ def test_a_cache_on_disk_trains_the_same_student(bundled_data):
     assert states_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cached_seq_kd_with_student_inputs_recovers_accuracy(bundled_data):
     train, test = bundled_data
     teacher, student = teacher_and_student("mcp", 0.2)
@@ -59,6 +62,7 @@ def test_cached_seq_kd_with_student_inputs_recovers_accuracy(bundled_data):
     assert after > before + 0.3, (before, after)
 
 
+@pytest.mark.slow
 def test_auto_turns_a_wall_clock_budget_into_steps(bundled_data):
     train, test = bundled_data
     teacher, student = teacher_and_student("mcp", 0.2)

@@ -14,6 +14,7 @@ from .conftest import states_close, teacher_and_student
 STEPS = 150
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["seq", "e2e"])
 def test_distillation_raises_accuracy_well_above_layer_decomp(bundled_data, algorithm):
     train, test = bundled_data
@@ -58,6 +59,7 @@ def _run(config, data, checkpoint_dir=None, resume=False, stop_at=None):
     return section, student, seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("algorithm", "stop_at"), [("seq", (1, 0)), ("e2e", (0, 20))])
 def test_a_resumed_run_reaches_the_uninterrupted_result(bundled_data, tmp_path, algorithm, stop_at):
     """Interrupted after the first Seq-KD unit, or inside the E2E-KD phase (after step 20 of 40)."""
@@ -73,6 +75,7 @@ def test_a_resumed_run_reaches_the_uninterrupted_result(bundled_data, tmp_path, 
     assert [p.top1 for p in resumed.curve] == pytest.approx([p.top1 for p in reference.curve], abs=0.002)
 
 
+@pytest.mark.slow
 def test_a_diverging_loss_restores_the_last_good_state_and_lowers_the_learning_rate(bundled_data):
     train, test = bundled_data
     teacher, student = teacher_and_student("cp", 0.2)

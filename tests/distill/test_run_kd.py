@@ -54,6 +54,7 @@ def _interrupt_after_first_unit(payload):
         raise _Stop
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_is_kept_and_resumed_to_the_uninterrupted_result(tmp_path, bundled_data):
     whole = tmp_path / "whole"
     result = invoke(SMALL_CNN, *KD, *FAST, "--out", whole, "-q")

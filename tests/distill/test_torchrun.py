@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from safetensors.torch import load_file
 
 from tnncompress.data import BUNDLED_FASHION_MNIST
@@ -25,6 +26,7 @@ def _env():
             "TNNCOMPRESS_PROGRESS": "0"}
 
 
+@pytest.mark.slow
 def test_two_processes_produce_the_single_process_student_and_write_once(tmp_path):
     single, multi = tmp_path / "single", tmp_path / "multi"
     done = subprocess.run([sys.executable, "-m", "tnncompress.cli.app", *ARGS, "--out", str(single)],
@@ -55,6 +57,7 @@ BQN_ARGS = ["run", str(SMALL_CNN), "-f", "tk", "-r", "0.2", "-d", "fashion-mnist
             "--init", "weights", "--no-recalibrate-bn"]
 
 
+@pytest.mark.slow
 def test_two_processes_learn_the_single_process_bqn(tmp_path):
     single, multi = tmp_path / "single", tmp_path / "multi"
     for launcher, out in (([], single), (["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"],

@@ -1,5 +1,7 @@
 """Seq-KD units: the compressed layers (with the norm fed by each) or the residual blocks, in forward order."""
 
+import pytest
+
 from tnncompress.compress import CompressConfig, compress_model, plan_model, select_layers
 from tnncompress.distill import find_units
 from tnncompress.models import create_model
@@ -20,6 +22,7 @@ def _resnet32_student():
     return compress_model(model, plans)[0]
 
 
+@pytest.mark.slow
 def test_block_units_of_a_resnet_are_its_residual_blocks_in_forward_order():
     student = _resnet32_student()
     layers = find_units(student, (1, 28, 28), "layer")
@@ -32,6 +35,7 @@ def test_block_units_of_a_resnet_are_its_residual_blocks_in_forward_order():
     assert all(u.norms == [u.name.replace("conv", "bn")] for u in layers)
 
 
+@pytest.mark.slow
 def test_seq_kd_by_blocks_trains_each_block_with_its_layers_and_norms(bundled_data):
     import torch
 

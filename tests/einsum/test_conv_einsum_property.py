@@ -100,6 +100,7 @@ def test_matches_reference_float32(problem, seed):
     assert (got.double() - want).abs().max() <= 1e-5 * scale
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems(), st.integers(0, 2**16))
 def test_gradients(problem, seed):

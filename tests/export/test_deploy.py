@@ -46,6 +46,7 @@ def _compressed(fmt: str) -> nn.Module:
 QUICK = dict(min_time=0.01, model_min_time=0.02)  # timings here are for the decision's logic, not its quality
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", list_formats())
 @pytest.mark.parametrize("form", ["dense", "factors", "flops", "auto-onnxruntime", "auto-pytorch"])
 def test_every_form_computes_the_same_function(fmt, form):
@@ -129,6 +130,7 @@ def _layer_net(conv: nn.Module) -> nn.Module:
     return nn.Sequential(conv).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["onnxruntime", "pytorch"])
 def test_the_measured_decision_picks_the_faster_form(runtime):
     """Two layers built to favour each form by a wide margin: a rank-4 CP of a 128-channel 3x3
@@ -148,6 +150,7 @@ def test_the_measured_decision_picks_the_faster_form(runtime):
         assert slower > 1.3 * faster  # the margin the construction promises
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["cp", "mtt", "tr"])
 def test_onnx_of_the_factor_chain_is_plain_and_checked(fmt):
     model = _compressed(fmt)
@@ -223,7 +226,9 @@ def test_the_hint_for_a_model_without_a_speed_up():
                                       "rate, --rate-by flops or another format would give them fewer")
     layers[1].flops_factors = 110  # 0.95x: fewer FLOPs, so the chains themselves are slow
     assert "--rank-multiple 8 or 16" in speedup_hint(decision)
+    assert "--deploy-target onnxruntime-cpu" in speedup_hint(decision)
     assert speedup_hint(decision, rank_multiple=8) == ""
+    assert speedup_hint(decision, deploy_target="onnxruntime-cpu") == ""
 
 
 def test_a_model_without_a_speed_up_says_why_with_the_numbers():

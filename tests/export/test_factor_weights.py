@@ -59,6 +59,7 @@ def run(graph: bytes, x: torch.Tensor) -> np.ndarray:
     return session(graph).run([OUTPUT], {INPUT: x.numpy()})[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", list_formats())
 @pytest.mark.parametrize("form", ["dense", "factors"])
 def test_factor_weights_compute_what_stored_weights_do_and_fold(fmt, form):
@@ -83,6 +84,7 @@ def test_factor_weights_compute_what_stored_weights_do_and_fold(fmt, form):
                    "Concat", "Shape", "Gather", "Unsqueeze", "ReduceSum", "Constant", "Cast"}, ops
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", list_formats())
 def test_the_file_is_the_size_of_the_factors(fmt, tmp_path):
     """model.onnx with factor weights within 10% of model.safetensors, for the dense form (what onnxruntime

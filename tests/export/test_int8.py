@@ -63,6 +63,7 @@ def test_every_calibration_method_passes_on_a_trained_model(teacher, method):
     assert check_int8(quantize_int8(graph, np.split(calibration, 4), method), graph, check).passed
 
 
+@pytest.mark.slow
 def test_a_run_writes_checks_evaluates_and_times_model_int8(tmp_path):
     out = tmp_path / "o"
     r = CliRunner().invoke(app, ["run", str(SMALL_CNN), "-f", "cp", "-r", "0.3", "-d", "fashion-mnist",

@@ -114,6 +114,7 @@ def test_a_tampered_path_is_refused(tmp_path, path, why):
     assert isinstance(tnncompress.load(tmp_path / "out", form="factors").conv2, TensorizedLayer)
 
 
+@pytest.mark.slow
 def test_a_path_that_would_exhaust_memory_is_refused(tmp_path, monkeypatch):
     """Left to right through a reshaped CP at a high rank materialises a huge intermediate: a file
     may not ask for it, though the path itself is well formed. (The rule's floor, 16M elements, is

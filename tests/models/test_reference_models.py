@@ -16,6 +16,7 @@ CHECKPOINTS = Path(__file__).resolve().parents[2] / "tnncompress" / "models" / "
 MODELS_MD = Path(__file__).resolve().parents[2] / "MODELS.md"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, arch, min_top1", [
     ("resnet32_fashion_mnist", "tnncompress:resnet32", 0.93),
     ("small_cnn_fashion_mnist", "tnncompress:small_cnn", 0.90),

@@ -17,6 +17,7 @@ def small_data(monkeypatch):
     monkeypatch.setenv("TNNCOMPRESS_DATA", str(BUNDLED_FASHION_MNIST))
 
 
+@pytest.mark.slow
 def test_data_aware_init_beats_weight_space_and_auto_distils_within_its_budget(tmp_path, small_cnn_checkpoint,
                                                                                small_data):
     recipe = Recipe.of(checkpoint=str(small_cnn_checkpoint), format="mcp", rate=0.1, data="fashion-mnist", kd="auto",
@@ -36,6 +37,7 @@ def test_data_aware_init_beats_weight_space_and_auto_distils_within_its_budget(t
     assert report.calibration["samples"] == 512
 
 
+@pytest.mark.slow
 def test_weight_space_init_has_no_data_aware_stage(tmp_path, small_cnn_checkpoint, small_data):
     recipe = Recipe.of(checkpoint=str(small_cnn_checkpoint), format="cp", rate=0.2, data="fashion-mnist",
                        init="weights", out=str(tmp_path / "o"), **FAST).check()
@@ -44,6 +46,7 @@ def test_weight_space_init_has_no_data_aware_stage(tmp_path, small_cnn_checkpoin
     assert all(r.output_error is None for r in report.layers)
 
 
+@pytest.mark.slow
 def test_global_allocation_keeps_the_total_budget(tmp_path, small_cnn_checkpoint, small_data):
     recipe = Recipe.of(checkpoint=str(small_cnn_checkpoint), format="mcp", rate=0.1, data="fashion-mnist",
                        allocate="global", out=str(tmp_path / "o"), **FAST).check()

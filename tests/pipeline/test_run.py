@@ -14,6 +14,7 @@ runner = CliRunner()
 FAST = dict(latency=False, deploy_form="flops")  # timings are for benchmarks, not for tests
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [0.02, 0.05, 0.2])
 @pytest.mark.parametrize("fmt", list_formats())
 def test_every_format_on_the_small_cnn(tmp_path, small_cnn_checkpoint, fmt, rate):
@@ -25,6 +26,7 @@ def test_every_format_on_the_small_cnn(tmp_path, small_cnn_checkpoint, fmt, rate
     assert {r["name"] for r in report["layers"] if r["status"] == "excluded"} == {"conv1", "fc2"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", list_formats())
 def test_every_format_on_torchvision_resnet18(tmp_path, resnet18_checkpoint, fmt):
     rate = 0.02  # the smallest ranks keep ALS fast enough for CI (0.05 is in the ResNet-50 benchmark)

@@ -3,6 +3,7 @@ exported (integer codes, safetensors, ONNX) and reloaded."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from tnncompress.cli.app import app
 from typer.testing import CliRunner
@@ -17,6 +18,7 @@ FAST = ["--no-latency", "--deploy-form", "flops", "--load-form", "factors", "-q"
         "--eval-limit", "200", "--calib-samples", "256", "--no-recalibrate-bn", "--init", "weights"]
 
 
+@pytest.mark.slow
 def test_bqn_learns_evaluates_and_exports_the_map_qnn(tmp_path, small_cnn_checkpoint):
     out = tmp_path / "out"
     r = runner.invoke(app, ["run", str(small_cnn_checkpoint), "--format", "tk", "--rate", "0.2", "--bqn-bits", "2",
@@ -67,6 +69,7 @@ def test_bqn_without_data_or_with_bad_bits_is_refused_before_any_work(tmp_path, 
         assert not out.exists()
 
 
+@pytest.mark.slow
 def test_quantised_activations_are_learned_exported_and_reloaded(tmp_path, small_cnn_checkpoint):
     import json
 
@@ -112,6 +115,7 @@ def test_quantised_activations_are_learned_exported_and_reloaded(tmp_path, small
     assert close.mean() >= 0.98, close.mean()
 
 
+@pytest.mark.slow
 def test_bqn_bad_inputs_are_one_line_errors_before_any_work(tmp_path, small_cnn_checkpoint):
     from safetensors.torch import save_file
 
@@ -147,6 +151,7 @@ def test_bqn_bad_inputs_are_one_line_errors_before_any_work(tmp_path, small_cnn_
     assert all(t.startswith("fc1.") for t in read_report(out / "report.json").bqn.tensors)
 
 
+@pytest.mark.slow
 def test_the_onnx_graph_stores_the_map_qnn_as_integer_levels(tmp_path, small_cnn_checkpoint):
     """Issue 26: model.onnx of a 4-bit BQN holds INT4 levels and scales (no float copy of a quantized weight),
     computes the exported MAP QNN, and onnxruntime folds the levels into float weights at session start;

@@ -20,6 +20,7 @@ def invoke(*args):
     return runner.invoke(app, ["run", *map(str, args)])
 
 
+@pytest.mark.slow
 def test_cli_run_writes_a_recipe_that_repeats_the_run(tmp_path, small_cnn_checkpoint):
     first = tmp_path / "first"
     result = invoke(small_cnn_checkpoint, "--format", "mtt", "--rate", "0.1", "--out", first, "--json", *FAST)
@@ -43,6 +44,7 @@ def test_cli_run_writes_a_recipe_that_repeats_the_run(tmp_path, small_cnn_checkp
     assert json.loads((third / "report.json").read_text())["target_rate"] == 0.05
 
 
+@pytest.mark.slow
 def test_ranks_file_mixes_formats_and_sets_ranks(tmp_path, small_cnn_checkpoint):
     ranks = tmp_path / "ranks.yaml"
     ranks.write_text(yaml.safe_dump({"layers": {"conv2": {"format": "tk", "ranks": {"r1": 3, "r2": 5}},
@@ -62,6 +64,7 @@ def test_ranks_file_mixes_formats_and_sets_ranks(tmp_path, small_cnn_checkpoint)
                for n in layers)
 
 
+@pytest.mark.slow
 def test_existing_output_needs_force_and_is_replaced_atomically(tmp_path, small_cnn_checkpoint):
     out = tmp_path / "out"
     out.mkdir()
@@ -80,6 +83,29 @@ def test_existing_output_needs_force_and_is_replaced_atomically(tmp_path, small_
     assert result.exit_code == 0, result.output
     assert (out / "report.json").read_text() != first
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no staging directory or lock left behind
+
+
+@pytest.mark.slow
+def test_deploy_target_from_the_cli_times_real_layers_and_never_exceeds_the_budget(tmp_path, small_cnn_checkpoint):
+    """The real timer on the bundled small CNN: whatever the machine measures, every layer either keeps the
+    rate's ranks or gives parameters back and says so; the recipe records the target."""
+    runs = {}
+    for target in ("size", "onnxruntime-cpu"):
+        out = tmp_path / target
+        result = invoke(small_cnn_checkpoint, "-f", "cp", "-r", "0.1", "--deploy-target",
+                                          target, "--deploy-batch", "1", "--no-latency", "--deploy-form", "flops",
+                                          "-q", "--out", out)
+        assert result.exit_code == 0, result.output
+        runs[target] = {r["name"]: r for r in json.loads((out / "report.json").read_text())["layers"]}
+        assert yaml.safe_load((out / "recipe.yaml").read_text())["compress"]["deploy_target"] == target
+    for name, row in runs["onnxruntime-cpu"].items():
+        before = runs["size"][name]
+        if row["ranks"] != before["ranks"]:
+            assert row["params_compressed"] < before["params_compressed"]
+            assert all(r % 8 == 0 or r < 8 for r in row["ranks"].values()), row
+            assert "for onnxruntime-cpu" in row["reason"] and "parameters given back" in row["reason"]
+        else:
+            assert row["params_compressed"] == before["params_compressed"]
 
 
 BAD = [
@@ -102,6 +128,9 @@ BAD = [
     (["--rate", "0.1", "--spectral", "divide:nan"], "the bound must be a positive number"),
     (["--rate", "0.1", "--orthogonality", "-1"], "--orthogonality must be at least 0"),
     (["--rate", "0.1", "--spectral-every", "0"], "--spectral-every must be at least 1"),
+    (["--rate", "0.1", "--deploy-target", "tpu"], "--deploy-target 'tpu': use one of size, onnxruntime-cpu"),
+    (["--rate", "0.1", "--deploy-target", "onnxruntime-cpu", "--rank-multiple", "8"],
+     "--deploy-target onnxruntime-cpu rounds the ranks --rate picks"),
 ]
 
 

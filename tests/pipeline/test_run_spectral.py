@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from tnncompress.cli.app import app
 from torch import nn
@@ -19,6 +20,7 @@ FAST = ["--no-latency", "--deploy-form", "flops", "--load-form", "factors", "-q"
         "--init", "weights"]
 
 
+@pytest.mark.slow
 def test_clip_during_distillation_bounds_every_compressed_layer(tmp_path, small_cnn_checkpoint):
     out = tmp_path / "out"
     r = runner.invoke(app, ["run", str(small_cnn_checkpoint), "--format", "tk", "--rate", "0.2", "--kd", "e2e",
@@ -42,6 +44,7 @@ def test_clip_during_distillation_bounds_every_compressed_layer(tmp_path, small_
     assert recipe["spectral"]["constraint"] == "clip:0.8"
 
 
+@pytest.mark.slow
 def test_a_constraint_without_distillation_is_applied_once(tmp_path, small_cnn_checkpoint):
     out = tmp_path / "out"
     r = runner.invoke(app, ["run", str(small_cnn_checkpoint), "--format", "mcp", "--rate", "0.2",
@@ -53,6 +56,7 @@ def test_a_constraint_without_distillation_is_applied_once(tmp_path, small_cnn_c
     assert all(row.projection == "divide" for row in s.layers) and s.layers
 
 
+@pytest.mark.slow
 def test_orthogonal_convolutions_replace_the_selected_layers_and_export_as_plain_ones(tmp_path,
                                                                                       small_cnn_checkpoint):
     out = tmp_path / "out"

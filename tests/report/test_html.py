@@ -43,6 +43,7 @@ def render(page: Path, tmp_path: Path) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(BROWSER is None, reason="no headless browser (Debian: apt-get install chromium)")
 def test_the_report_renders_with_its_plots_loaded_and_its_numbers_shown(run_dir, tmp_path):
     pytest.importorskip("matplotlib")

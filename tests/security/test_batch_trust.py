@@ -55,6 +55,7 @@ def _forge_manifest(out: Path) -> None:
     (out / MANIFEST).write_text(json.dumps(doc))
 
 
+@pytest.mark.slow
 def test_reuse_verifies_the_inputs_the_artifacts_and_the_options(one, tmp_path, monkeypatch, victim):
     recipes, checkpoint = one
     out = tmp_path / "out"
@@ -109,6 +110,7 @@ def test_reuse_verifies_the_inputs_the_artifacts_and_the_options(one, tmp_path, 
     assert victim[0].read_bytes() == victim[1]
 
 
+@pytest.mark.slow
 def test_with_a_reuse_key_an_unsigned_or_forged_manifest_is_not_trusted(one, tmp_path, monkeypatch):
     recipes, _ = one
     out = tmp_path / "out"
@@ -129,6 +131,7 @@ def test_with_a_reuse_key_an_unsigned_or_forged_manifest_is_not_trusted(one, tmp
     assert "not signed" in outcome(out)["not_reused"]
 
 
+@pytest.mark.slow
 def test_an_interrupted_batch_leaves_no_summary_that_claims_a_pass(tmp_path, monkeypatch, victim):
     recipes = tmp_path / "recipes"
     recipes.mkdir()

@@ -15,6 +15,7 @@ from tnncompress.errors import CheckpointError, UntrustedCheckpointError
 from .conftest import SMALL_CNN, invoke, tampered
 
 
+@pytest.mark.slow
 def test_load_refuses_a_structure_that_names_code(output_dir, tmp_path, marker_module):
     copy = tampered(output_dir, tmp_path, arch="tnn_marker:make", arch_kwargs={"command": "touch PWNED"})
     with pytest.raises(UntrustedCheckpointError, match="trust_code=True"):

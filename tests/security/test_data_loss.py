@@ -48,6 +48,7 @@ class _Stop(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_an_interrupt_during_export_resumes_without_distilling_again(tmp_path, monkeypatch):
     out = tmp_path / "out"
     args = dict(checkpoint=str(SMALL_CNN), format="cp", rate=0.2, data="fashion-mnist", kd="e2e", kd_steps=12,

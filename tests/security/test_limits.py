@@ -71,6 +71,7 @@ def test_spectrum_refuses_an_fft_it_cannot_hold_before_computing_it(tmp_path, mo
                    "layer layer1.0.conv1", "on a 130x130 grid need about 0.1 GiB", "TNNCOMPRESS_MAX_SPECTRUM_BYTES")
 
 
+@pytest.mark.slow
 def test_spectrum_memory_estimate_bounds_what_the_fft_uses():
     """The estimate is an upper bound of the peak memory of the FFT path, and not a loose one: measured as
     the growth of a fresh process's peak resident set (VmHWM) over one layer's values."""

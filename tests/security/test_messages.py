@@ -59,6 +59,7 @@ def test_idx_labels_outside_the_classes_are_named(tmp_path):
         load_data(f"mnist-idx:{tmp_path}", "test")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("entry", "message"), [
     ({"data": np.zeros((4, 100), dtype=np.uint8), "labels": [0, 1, 2, 3]}, "data of shape (4, 100)"),
     ({"data": np.zeros((2, 3072), dtype=np.uint8), "labels": [0, 10]}, "labels range over 0..10"),
@@ -82,6 +83,7 @@ def test_a_binary_recipe_is_a_usage_error(tmp_path):
     assert result.exit_code == 2 and "not a text file" in result.output
 
 
+@pytest.mark.slow
 def test_resume_accepts_the_same_output_named_another_way(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     pipeline = importlib.import_module("tnncompress.pipeline.stages")
@@ -99,6 +101,7 @@ def test_resume_accepts_the_same_output_named_another_way(tmp_path, monkeypatch)
     assert (tmp_path / "rel" / "report.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_pickled_distillation_checkpoint_is_refused_in_one_line(tmp_path):
     kept = tmp_path / ".out.partial" / "checkpoints"
     kept.mkdir(parents=True)

@@ -51,6 +51,7 @@ def test_messages_quote_a_bounded_part_of_bad_values(tmp_path):
     assert result.exit_code == 2 and "and 9995 more" in result.output and len(result.output) < 1200
 
 
+@pytest.mark.slow
 def test_an_oversized_input_size_is_refused_before_allocating(tmp_path):
     """3 x 100000 x 100000 floats is 120 GB; the refusal must come before any of it is touched."""
     # The child reports its own peak (VmHWM of the image it exec'd). ru_maxrss from wait4 is no use here:
@@ -118,6 +119,7 @@ def _gzip_bomb(path, promised_bytes: int, actual_bytes: int) -> None:
     path.write_bytes(b"".join(chunks))
 
 
+@pytest.mark.slow
 def test_an_idx_gzip_bomb_is_refused_without_inflating_it(tmp_path):
     honest = tmp_path / "honest-idx1-ubyte.gz"  # the header promises what the stream holds: 512 MiB
     _gzip_bomb(honest, 512 << 20, 512 << 20)

@@ -100,6 +100,7 @@ EXPECTED_PATH = {"svd": "core", "tk": "core", "mtk": "core", "cp": "core-refit",
                  "mcp": "kernel-refit", "mtt": "kernel-refit", "tr": "kernel-refit", "mtr": "kernel-refit"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", list_formats())
 def test_a_compressed_layer_is_clipped_in_its_format(fmt):
     layer = _layer(fmt)

@@ -4,13 +4,13 @@ import dataclasses
 import math
 
 from ..errors import UsageError, brief, opt
+from ..formats.layer import PLANS
 from ..options import Section, option
 
 ALGORITHMS = ("none", "seq", "e2e", "auto")  # auto: cached Seq-KD by blocks, then E2E-KD, in one budget
 SEQ_UNITS = ("layer", "block")
 SEQ_INPUTS = ("student", "teacher")
 LOSSES = ("auto", "mse", "kl")
-PLANS = ("measure", "optimal")
 SCHEDULES = ("auto", "step", "cosine")
 # what "auto" means: the dissertation's choices for seq and e2e, the measured better ones for --kd auto
 AUTO = {"loss": ("mse", "kl"), "schedule": ("step", "cosine"), "ce_weight": (0.0, 0.3)}
@@ -46,7 +46,8 @@ class DistillConfig(Section, name="distill", title="Distillation", prefix="kd_")
     batch_size: int = option(128, "Training batch (global under torchrun).", minimum=1)
     augment: bool = option(True, "Random 2-pixel crop and flip of in-memory training images.")
     eval_limit: int | None = option(2000, "Test samples behind each point of the accuracy curve.", minimum=1)
-    plan: str = option("measure", "conv_einsum plans while training: timed, or fewest FLOPs.", choices=PLANS)
+    plan: str = option("measure", "conv_einsum plans while training and for the curve's evaluations: timed (kept "
+                                  "in the plan cache), or fewest FLOPs.", choices=PLANS)
     checkpoint_every: int | None = option(None, "Steps between checkpoints (default: an epoch).", minimum=1)
     explode_factor: float = option(10.0, "Guard: a loss above this x the first has exploded.", above=1)
     max_retries: int = option(3, "Guard: learning-rate cuts per phase before it stops.", minimum=0)

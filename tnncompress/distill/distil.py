@@ -371,7 +371,7 @@ def _curve_point(result: DistillResult, after: str, student: nn.Module, test: Cl
     if known is not None:
         point.top1, point.samples = known
     elif test is not None and ctx.main:
-        with planned(student, "measure"):
+        with planned(student, config.plan):
             metrics = evaluate(student, test, device=ctx.device, limit=config.eval_limit)
         point.top1, point.samples = metrics.top1, metrics.samples
         log.info("top-1 after %s: %.2f%% (%d test samples)", after, 100 * metrics.top1, metrics.samples)

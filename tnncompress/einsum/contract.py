@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint as torch_checkpoint
 
-from . import paths
+from . import paths, plan_cache
 from .atomic import CompiledStep, compile_step
-from .autotune import fastest_path
+from .autotune import fastest_path, path_fits
 from .geometry import resolve
 from .network import Network
 from .parser import Expression, ExpressionError, mode_sizes, parse
@@ -61,11 +61,27 @@ class ConvEinsumExpression:
         self.rebuild_flops = paths.path_cost(net, paths.rebuild_path(net))[0]
         self.timings: dict[str, float] = {}
         if optimize == "measure":
-            path, self.timings = fastest_path(self, backward, device, dtype)
+            path = self._measured_path(stride, padding, dilation, weights_only, device, dtype)
         else:
             path = paths.find_path(net, optimize, backward)
         self._use_path(path)
         self.output_shape = tuple(net.size(frozenset(range(net.n)), m) for m in parsed.output)
+
+    def _measured_path(self, stride, padding, dilation, weights_only, device, dtype) -> list[tuple[int, int]]:
+        """The fastest candidate plan: from the plan cache when it holds a valid one for this key (then
+        `timings` stays empty), else timed now and stored there."""
+        entry = plan_cache.key(self.text, self.shapes, stride, padding, dilation, weights_only, self.backward,
+                               device, dtype)
+        cached = plan_cache.lookup(entry)
+        if cached is not None:
+            try:
+                if path_fits(self, paths.check_path(self.network.n, cached)):
+                    return cached
+            except (ValueError, IndexError, ExpressionError):  # not a path of this expression: measure again
+                pass
+        path, self.timings = fastest_path(self, self.backward, device, dtype)
+        plan_cache.store(entry, path)
+        return path
 
     def _use_path(self, path: list[tuple[int, int]]) -> None:
         """Compile the pairwise steps of an SSA path (the runtime then only calls them)."""

@@ -173,18 +173,25 @@ def time_models(runners: dict, input_size: tuple, batches, runtime: str, min_tim
     return {name: {b: max(p[name][b] for p in passes) for b in passes[0][name]} for name in runners}
 
 
-def speedup_hint(decision: FormDecision, rank_multiple: int = 1) -> str:
+def time_whole_models(models: dict[str, nn.Module], input_size: tuple, batches, runtime: str,
+                      min_time: float = 0.3) -> dict[str, dict[str, float]]:
+    """name -> batch -> ms of whole models in `runtime`, timed against each other as `time_models` does."""
+    return time_models(_runners(models, tuple(input_size), runtime), tuple(input_size), batches, runtime, min_time)
+
+
+def speedup_hint(decision: FormDecision, rank_multiple: int = 1, deploy_target: str = "size") -> str:
     """What may give a model its speed-up in onnxruntime on a CPU, for a run that found none: fewer
     FLOPs, when its chains need at least the dense layers' (reshaped formats at a high rate); else ranks
-    that fill the convolutions' vector block (8 or 16 channels), when they were not rounded
-    (ResNet-50 at 25% of the FLOPs: 1.5x -> 2.8x with multiples of 16)."""
+    that fill the convolutions' vector block (8 or 16 channels), when they were not rounded or measured
+    for speed (ResNet-50 at 25% of the FLOPs: 1.5x -> 2.8x with multiples of 16)."""
     dense = sum(c.flops_dense for c in decision.layers)
     chains = sum(c.flops_factors for c in decision.layers)
     if dense and chains >= dense:
         return (f"the factor chains need {chains / dense:.2f}x the FLOPs of the layers they replace: a lower rate, "
                 f"--rate-by flops or another format would give them fewer")
-    if rank_multiple == 1:
-        return "ranks that fill the CPU's vector block often help: try --rank-multiple 8 or 16"
+    if rank_multiple == 1 and deploy_target == "size":
+        return ("ranks that fill the CPU's vector block often help: try --deploy-target onnxruntime-cpu (rounds "
+                "them where that measures faster) or --rank-multiple 8 or 16 (every layer)")
     return ""
 
 

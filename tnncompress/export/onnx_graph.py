@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ExportError, opt
+from ..threads import session_threads
 
 OPSET = 17
 RTOL, ATOL = 1e-3, 1e-4
@@ -198,6 +199,7 @@ def session(graph: bytes, spinning: bool = False):
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = session_threads()  # the run's --threads (0: onnxruntime's default)
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])

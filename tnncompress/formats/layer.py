@@ -191,6 +191,9 @@ class TensorizedLinear(TensorizedLayer):
         return y.reshape(-1, self.shape.out_channels) if len(lead) == 1 else y.reshape(*lead, self.shape.out_channels)
 
 
+PLANS = ("measure", "optimal")  # what a run may plan its layers with: timed (and cached), or fewest FLOPs
+
+
 @contextlib.contextmanager
 def planned(model: nn.Module, optimize: str) -> Iterator[None]:
     """Every tensorial layer of `model` plans with `optimize` ("measure": timed candidates, which

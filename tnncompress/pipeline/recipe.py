@@ -42,6 +42,12 @@ class Recipe(Section, title="Run"):
     out: str | None = option(None, "Output directory (default: CHECKPOINT-FORMAT-RATE[-KD]).", short="-o")
     seed: int = option(0, "Seed of the decompositions, batches and augmentation.")
     device: str = option("auto", "auto (CUDA when there is one), cpu, cuda or cuda:N.", execution=True)
+    threads: int = option(0, "CPU threads of PyTorch and onnxruntime (0: the CPUs this process may use, by its "
+                             "affinity and cgroup quota, or OMP_NUM_THREADS when set).", minimum=0, execution=True,
+                          reuse=False)
+    plan_cache: bool = option(True, "Keep measured conv_einsum plans across runs ($TNNCOMPRESS_PLAN_CACHE, else "
+                                    "~/.cache/tnncompress/plans.json; safe to delete); off: measure in every run.",
+                              execution=True, reuse=False)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

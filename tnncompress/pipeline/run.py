@@ -22,6 +22,7 @@ from ..bayes.export import write_codes
 from ..data import fashion_mnist_dir, parse_spec
 from ..distill import setup as setup_processes
 from ..distill import teardown as leave_processes
+from ..einsum import plan_cache
 from ..env import resolve_device
 from ..errors import UsageError, opt
 from ..export.choose import speedup_hint
@@ -29,6 +30,7 @@ from ..io import check_file, write_text
 from ..report import RunReport, build_report, layer_rows, write_report
 from ..report.gates import judge
 from ..spectral.replace import densify
+from ..threads import use_threads
 from ..timing import Stopwatch
 from . import stages
 from .manifest import inputs_of, recipe_values, write_manifest
@@ -54,6 +56,8 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
     spec = parse_spec(recipe.data.spec) if recipe.data.spec else None
     check_file(recipe.model.checkpoint, "checkpoint")
     ctx = setup_processes(resolve_device(recipe.device))
+    use_threads(recipe.threads)
+    plan_cache.set_enabled(recipe.plan_cache)
     inputs = inputs_of(recipe) if ctx.main else None  # what manifest.json says the results were made from
     if not ctx.main:
         progress.set_enabled(False)
@@ -131,7 +135,8 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         if recipe.report.latency:
             with clock.stage("latency"):
                 latency = stages.latency(recipe, ws.output, loaded, as_loaded, onnx, original_graph, int8_graph)
-        why = [d.why_no_speedup(speedup_hint(d, recipe.compress.rank_multiple) if d.runtime == "onnxruntime" else "")
+        c = recipe.compress
+        why = [d.why_no_speedup(speedup_hint(d, c.rank_multiple, c.deploy_target) if d.runtime == "onnxruntime" else "")
                for d in (onnx.forms if onnx else None, load_forms) if d is not None and d.models]
         warnings = (latency.slower_than_original() if latency else []) + [w for w in why if w] + \
                    ([e.describe() for e in distilled.events] if distilled else [])

@@ -30,6 +30,7 @@ from ..compress import (
     global_plans,
     plan_model,
     select_layers,
+    speed_ranks,
 )
 from ..compress.select import check_patterns, matches_pattern
 from ..data import ClassificationData, DataSpec, load_data
@@ -131,6 +132,10 @@ def plan(recipe: Recipe, loaded: LoadedModel, pool: CalibrationPool | None) -> t
         plans = global_plans(loaded.model, choices, c, pool, loaded.input_size, seed=recipe.seed)
     else:
         plans = plan_model(loaded.model, choices, c)
+        if c.deploy_target != "size":
+            infos = {choice.info.name: choice.info for choice in choices}
+            plans = speed_ranks(loaded.model, plans, infos, c.rate, c.rate_by, c.modes, c.deploy_target,
+                                loaded.input_size, recipe.export.deploy_batch)
     if not any(p.ranks for p in plans):
         raise UsageError("no layer can be compressed at this rate: " + (plans[0].reason if plans else
                                                                          "no layer is selected"))
@@ -196,7 +201,7 @@ def point(name: str, model: nn.Module, test: ClassificationData | None, recipe: 
     """A stage's record, with the accuracy it leaves (on the curve's test samples)."""
     record = StageRecord(name, seconds, cpu_seconds)
     if test is not None:
-        with planned(model, "measure"):
+        with planned(model, recipe.evaluate.plan):
             metrics = evaluate(model, test, device=ctx.device, limit=recipe.distill.eval_limit)
         record.top1, record.samples = metrics.top1, metrics.samples
         log.info("top-1 after %s: %.2f%% (%d test samples)", name, 100 * metrics.top1, metrics.samples)
@@ -375,7 +380,7 @@ def accuracy(recipe: Recipe, loaded: LoadedModel, student: nn.Module, test: Clas
     if test is None:
         return Accuracy()
     e = recipe.evaluate
-    with planned(student, "measure"):  # FLOP-optimal chains are slow on small layers
+    with planned(student, e.plan):
         metrics = {name: evaluate(model, test, batch_size=e.batch_size, device=ctx.device, limit=e.limit,
                                   description=f"evaluating ({name})")
                    for name, model in (("original", loaded.model), ("compressed", student))}

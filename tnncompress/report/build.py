@@ -3,6 +3,7 @@ everything needed to reproduce it."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .. import __version__
@@ -71,4 +72,4 @@ def build_report(*, recipe, loaded: LoadedModel, original: nn.Module, compressed
         params=Params(p_orig, p_new, p_new / p_orig, comp_orig, comp_new, comp_new / comp_orig if comp_orig else None),
         flops=Flops(sum(r.flops_original for r in rows), sum(r.flops_compressed for r in rows)),
         accuracy=accuracy, layers=rows, recipe=recipe.to_data(), seconds=seconds, warnings=warnings,
-        distillation=distillation, onnx=onnx, latency=latency)
+        distillation=distillation, onnx=onnx, latency=latency, threads=torch.get_num_threads())

@@ -75,7 +75,8 @@ def render_markdown(report: RunReport) -> str:
              f"- target rate: {target if target is not None else 'from the ranks file'} "
              f"(by {_code(report.rate_by)}), seed {report.seed}",
              f"- tnncompress {_code(report.tnncompress_version)}, torch "
-             f"{_code(report.versions.get('torch'))}",
+             f"{_code(report.versions.get('torch'))}"
+             + (f", {report.threads} CPU threads" if report.threads else ""),
              "", "## Summary", "", "| | original | compressed | ratio |", "|---|---:|---:|---:|",
              f"| parameters (model) | {_num(p.original)} | {_num(p.compressed)} | {p.rate:.4f} |",
              f"| parameters (compressed layers) | {_num(p.compressible_original)} | "

@@ -167,6 +167,7 @@ class RunReport:
     sizes: Sizes | None = None  # bytes of the artifacts next to the original's
     int8: Int8Report | None = None  # model.int8.onnx (--quantize int8)
     layers_compressed: int = 0
+    threads: int | None = None  # PyTorch's intra-op threads (and onnxruntime's) during the run
 
     def __post_init__(self) -> None:
         self.layers_compressed = sum(r.status == "compressed" for r in self.layers)

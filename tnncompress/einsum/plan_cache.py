@@ -1,0 +1,112 @@
+"""Measured plans kept across runs, as cuDNN's benchmark cache keeps its algorithm choices.
+
+Timing the candidate plans of every layer (the "measure" strategy, autotune.py) costs a run seconds to
+a minute before its first useful step, and a run measured on a busy moment can pick other plans, hence
+other floating-point sums, than the same run an hour earlier. So the plan each measurement picks is kept
+in a JSON file keyed by everything the timing depended on (the expression, its shapes and geometry, the
+backward flag, device, dtype, thread count, torch and tnncompress versions), and the next run on the
+same machine takes it from there.
+
+The file is only ever trusted for speed: an entry is used only if it is a valid path for its expression
+and obeys the memory rule every candidate obeys (`autotune.path_fits`); anything unreadable is ignored
+(and overwritten by the next measurement). It is safe to delete. Writes are atomic (a concurrent run may
+drop another's newest entries, which costs a measurement, nothing else).
+
+Location: $TNNCOMPRESS_PLAN_CACHE (a file; "off" disables it), else $XDG_CACHE_HOME/tnncompress/plans.json
+(~/.cache/...). `--plan-cache off` disables it for one run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..errors import UsageError
+
+ENV = "TNNCOMPRESS_PLAN_CACHE"
+MAX_BYTES = 16 << 20  # a larger file is not read (and is replaced on the next write)
+MAX_ENTRIES = 20_000  # the oldest are dropped beyond this
+log = logging.getLogger(__name__)
+
+_enabled = True
+_entries: dict[str, list] | None = None  # loaded lazily, once per process and location
+_loaded_from: Path | None = None
+
+
+def location() -> Path | None:
+    """The cache file, or None when caching is off."""
+    if not _enabled:
+        return None
+    value = os.environ.get(ENV, "")
+    if value.lower() == "off":
+        return None
+    if value:
+        return Path(value)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tnncompress" / "plans.json"
+
+
+def set_enabled(enabled: bool) -> None:
+    """`--plan-cache on|off` for this process."""
+    global _enabled
+    _enabled = enabled
+
+
+def key(text: str, shapes, stride, padding, dilation, weights_only: bool, backward: bool, device, dtype) -> str:
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return json.dumps([text, [list(s) for s in shapes], repr(stride), repr(padding), repr(dilation), weights_only,
+                       backward, name, str(dtype), torch.get_num_threads(), torch.__version__, __version__])
+
+
+def _load(path: Path) -> dict[str, list]:
+    global _entries, _loaded_from
+    if _entries is None or _loaded_from != path:
+        _entries, _loaded_from = {}, path
+        try:
+            if path.is_file() and path.stat().st_size <= MAX_BYTES:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                if isinstance(data, dict) and isinstance(data.get("plans"), dict):
+                    _entries = data["plans"]
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            log.debug("plan cache %s not read: %s", path, exc)
+    return _entries
+
+
+def lookup(entry_key: str) -> list[tuple[int, int]] | None:
+    """The cached path for this key, as pairs (unchecked: the caller validates it), or None."""
+    path = location()
+    if path is None:
+        return None
+    found = _load(path).get(entry_key)
+    if not isinstance(found, list) or not all(isinstance(s, list) and len(s) == 2 for s in found):
+        return None
+    try:
+        return [(int(i), int(j)) for i, j in found]
+    except (TypeError, ValueError):
+        return None
+
+
+def store(entry_key: str, plan: list[tuple[int, int]]) -> None:
+    """Record a measured plan (the file is rewritten atomically; failures only cost the caching)."""
+    from ..io.files import write_text  # here: the io package imports model loading, which imports this
+
+    path = location()
+    if path is None:
+        return
+    entries = _load(path)
+    entries.pop(entry_key, None)  # re-inserted last: the newest survive the trim
+    entries[entry_key] = [list(step) for step in plan]
+    while len(entries) > MAX_ENTRIES:
+        entries.pop(next(iter(entries)))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps({"about": "tnncompress measured conv_einsum plans; safe to delete",
+                                     "plans": entries}))
+    except (OSError, ValueError, UsageError) as exc:  # UsageError: the file is a link or a directory
+        log.debug("plan cache %s not written: %s", path, exc)
