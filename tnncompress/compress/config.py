@@ -39,8 +39,8 @@ class CompressConfig(Section, name="compress", title="Compression"):
         if self.deploy_target != "size" and (self.rate is None or self.ranks is not None
                                              or self.allocate != "uniform" or self.rank_multiple != 1):
             # Each of those already decides the ranks; measuring would silently undo it.
-            raise UsageError(f"{opt('deploy_target')} {self.deploy_target} rounds the ranks {opt('rate')} picks "
-                             f"per layer: it needs {opt('rate')}, and no {opt('ranks')} file, {opt('allocate')} "
+            raise UsageError(f"{opt('deploy_target')} {self.deploy_target} rounds the ranks {opt('rate')} picks: "
+                             f"it needs {opt('rate')}, and no {opt('ranks')} file, {opt('allocate')} "
                              f"global or {opt('rank_multiple')}")
 
     def needs_rate(self) -> None:

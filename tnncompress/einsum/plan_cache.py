@@ -4,8 +4,8 @@ Timing the candidate plans of every layer (the "measure" strategy, autotune.py) 
 a minute before its first useful step, and a run measured on a busy moment can pick other plans, hence
 other floating-point sums, than the same run an hour earlier. So the plan each measurement picks is kept
 in a JSON file keyed by everything the timing depended on (the expression, its shapes and geometry, the
-backward flag, device, dtype, thread count, torch and tnncompress versions), and the next run on the
-same machine takes it from there.
+backward flag, host and device, dtype, thread count, torch and tnncompress versions), and the next run
+on the same machine takes it from there.
 
 The file is only ever trusted for speed: an entry is used only if it is a valid path for its expression
 and obeys the memory rule every candidate obeys (`autotune.path_fits`); anything unreadable is ignored
@@ -13,7 +13,7 @@ and obeys the memory rule every candidate obeys (`autotune.path_fits`); anything
 drop another's newest entries, which costs a measurement, nothing else).
 
 Location: $TNNCOMPRESS_PLAN_CACHE (a file; "off" disables it), else $XDG_CACHE_HOME/tnncompress/plans.json
-(~/.cache/...). `--plan-cache off` disables it for one run.
+(~/.cache/...). `run --no-plan-cache` disables it for one run.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 from pathlib import Path
 
 import torch
@@ -60,8 +61,10 @@ def set_enabled(enabled: bool) -> None:
 def key(text: str, shapes, stride, padding, dilation, weights_only: bool, backward: bool, device, dtype) -> str:
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    # the host too: a cache in a home directory shared between machines must not carry one CPU's timings
     return json.dumps([text, [list(s) for s in shapes], repr(stride), repr(padding), repr(dilation), weights_only,
-                       backward, name, str(dtype), torch.get_num_threads(), torch.__version__, __version__])
+                       backward, platform.node(), platform.machine(), name, str(dtype), torch.get_num_threads(),
+                       torch.__version__, __version__])
 
 
 def _load(path: Path) -> dict[str, list]:
