@@ -56,7 +56,11 @@ def test_use_threads_sizes_torch_and_onnxruntime(restore, monkeypatch, small_mod
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(threads, "usable_cpus", lambda: 6)
+    monkeypatch.setattr(threads, "_torch_default", 8)  # PyTorch's own choice: 8 physical cores
     assert threads.use_threads(0) == 6 and torch.get_num_threads() == 6
+    monkeypatch.setattr(threads, "_torch_default", 4)  # 6 usable logical CPUs on 4 cores: 4
+    assert threads.use_threads(0) == 4
+    monkeypatch.setattr(threads, "_torch_default", 8)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two torchrun processes on this machine share the CPUs
     assert threads.use_threads(0) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the environment chose

@@ -3,9 +3,9 @@
 PyTorch and onnxruntime size their thread pools by the cores they see. In a container limited by a cgroup
 CPU quota, or a process pinned to a few cores (taskset, a CI runner's slot), that is more threads than
 CPUs: they spin and wait on each other, and a run on a shared machine slows many times over instead of in
-proportion. So `run` sizes both by `usable_cpus()` (the affinity mask, capped by the cgroup quota) unless
-`--threads N` says otherwise, or the environment already chose (OMP_NUM_THREADS, which torchrun sets to
-one per process).
+proportion. So `run` sizes both by `usable_cpus()` (the affinity mask, capped by the cgroup quota, and
+never above PyTorch's own default, its physical cores) unless `--threads N` says otherwise, or the
+environment already chose (OMP_NUM_THREADS, which torchrun sets to one per process).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 CGROUP = Path("/sys/fs/cgroup")
 _session_threads = 0  # what onnxruntime sessions get (0: onnxruntime's own default)
+_torch_default: int | None = None  # PyTorch's own choice (physical cores it may use), seen before we change it
 
 
 def cgroup_quota(root: Path = CGROUP) -> float | None:
@@ -49,18 +50,21 @@ def usable_cpus(root: Path = CGROUP) -> int:
 
 def use_threads(requested: int = 0) -> int:
     """Size PyTorch's intra-op pool and onnxruntime's sessions: `requested`, or (0) the environment's
-    OMP_NUM_THREADS when set, else the usable CPUs shared among this machine's torchrun processes.
+    OMP_NUM_THREADS when set, else the usable CPUs shared among this machine's torchrun processes, never
+    more than PyTorch's own default (its physical cores: hyperthreads slow compute-bound kernels).
     Returns the number used."""
-    global _session_threads
+    global _session_threads, _torch_default
     import torch
 
+    if _torch_default is None:
+        _torch_default = torch.get_num_threads()
     if requested:
         n = requested
     elif os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
         n = int(os.environ["OMP_NUM_THREADS"])
     else:
         local = os.environ.get("LOCAL_WORLD_SIZE", "1")
-        n = max(1, usable_cpus() // (int(local) if local.isdigit() and int(local) > 0 else 1))
+        n = max(1, min(_torch_default, usable_cpus()) // (int(local) if local.isdigit() and int(local) > 0 else 1))
     torch.set_num_threads(n)
     _session_threads = n
     return n
