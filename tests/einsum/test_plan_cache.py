@@ -133,6 +133,20 @@ def test_off_writes_nothing(tmp_path, monkeypatch):
         plan_cache.set_enabled(True)
 
 
+def test_the_default_location_and_no_home(monkeypatch, tmp_path):
+    monkeypatch.delenv(plan_cache.ENV, raising=False)
+    monkeypatch.setattr(plan_cache, "_enabled", True)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert plan_cache.location() == tmp_path / "tnncompress" / "plans.json"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+
+    def no_home():
+        raise RuntimeError("Could not determine home directory.")
+    monkeypatch.setattr(plan_cache.Path, "home", staticmethod(no_home))
+    assert plan_cache.location() is None and plan_cache.lookup("k") is None
+    plan_cache.store("k", [(0, 1)])  # nothing to write to, nothing raised
+
+
 def test_a_cache_path_that_is_a_link_is_not_written_through(cache_file, tmp_path):
     target = tmp_path / "elsewhere.json"
     target.write_text("keep")

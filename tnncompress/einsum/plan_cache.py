@@ -48,7 +48,12 @@ def location() -> Path | None:
         return None
     if value:
         return Path(value)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = Path.home() / ".cache"
+        except RuntimeError:  # no home directory to be found: no cache, never an error
+            return None
     return Path(base) / "tnncompress" / "plans.json"
 
 
