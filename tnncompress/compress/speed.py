@@ -32,7 +32,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from ..formats import TensorizedConv2d, TensorizedLinear
+from ..formats import TensorizedLayer
 from ..inspect import LayerInfo
 from .ranks import LayerPlan, plan_layer
 
@@ -48,12 +48,7 @@ Timer = Callable[[dict[str, nn.Module], tuple, list[int], str], dict[str, dict[s
 
 def _random_layer(module: nn.Module, plan: LayerPlan, generator: torch.Generator) -> nn.Module:
     """A tensorial layer of the plan's shapes with random factors (for timing only)."""
-    if isinstance(module, nn.Linear):
-        layer = TensorizedLinear(plan.format, plan.shape, plan.ranks, plan.tensorization, bias=module.bias is not None)
-    else:
-        layer = TensorizedConv2d(plan.format, plan.shape, plan.ranks, plan.tensorization, stride=module.stride,
-                                 padding=module.padding, dilation=module.dilation, padding_mode=module.padding_mode,
-                                 bias=module.bias is not None)
+    layer = TensorizedLayer.shell(module, plan.format, plan.ranks, plan.tensorization)
     with torch.no_grad():
         for p in layer.parameters():
             p.copy_(torch.randn(p.shape, generator=generator) * 0.1)

@@ -52,22 +52,28 @@ class TensorizedLayer(nn.Module):
     padding_mode = "zeros"
 
     @classmethod
+    def shell(cls, layer: nn.Conv2d | nn.Linear, fmt: str | Format, ranks: Ranks,
+              tensorization: Tensorization | None = None) -> TensorizedLayer:
+        """A TensorizedConv2d or TensorizedLinear with `layer`'s geometry, bias and dtype, its factors not
+        yet initialised (on the CPU)."""
+        weight = layer.weight.detach()
+        if isinstance(layer, nn.Linear):
+            shape = KernelShape(weight.shape[0], weight.shape[1], 1, 1)
+            return TensorizedLinear(fmt, shape, ranks, tensorization, bias=layer.bias is not None, dtype=weight.dtype)
+        return TensorizedConv2d(fmt, KernelShape(*weight.shape, layer.groups), ranks, tensorization,
+                                stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+                                padding_mode=layer.padding_mode, bias=layer.bias is not None, dtype=weight.dtype)
+
+    @classmethod
     def from_layer(cls, layer: nn.Conv2d | nn.Linear, fmt: str | Format, ranks: Ranks,
                    tensorization: Tensorization | None = None, seed: int = 0,
                    decomposer: str = "native") -> TensorizedLayer:
         """Replace `layer` by a TensorizedConv2d or TensorizedLinear, initialising the factors by
         Layer-Decomp of its kernel (in float64, by the named decomposer)."""
-        weight = layer.weight.detach()
+        module = cls.shell(layer, fmt, ranks, tensorization)
+        weight, shape = layer.weight.detach(), module.shape
         if isinstance(layer, nn.Linear):
-            shape = KernelShape(weight.shape[0], weight.shape[1], 1, 1)
-            module: TensorizedLayer = TensorizedLinear(fmt, shape, ranks, tensorization, bias=layer.bias is not None,
-                                                       dtype=weight.dtype)
             weight = weight[:, :, None, None]
-        else:
-            shape = KernelShape(*weight.shape, layer.groups)
-            module = TensorizedConv2d(fmt, shape, ranks, tensorization, stride=layer.stride, padding=layer.padding,
-                                      dilation=layer.dilation, padding_mode=layer.padding_mode,
-                                      bias=layer.bias is not None, dtype=weight.dtype)
         factors = module.format.initialise(weight, shape, module.tensorization, module.ranks, seed=seed,
                                            decomposer=decomposer)
         with torch.no_grad():
