@@ -1,6 +1,7 @@
 """Seq-KD and E2E-KD recover accuracy that Layer-Decomp alone loses; resumed runs equal uninterrupted
 ones; a diverging loss is caught."""
 
+import importlib
 import math
 
 import pytest
@@ -10,6 +11,8 @@ from tnncompress.distill import CHECKPOINT_FILE, Context, DistillConfig, distil
 from tnncompress.evaluate import evaluate
 
 from .conftest import states_close, teacher_and_student
+
+distil_module = importlib.import_module("tnncompress.distill.distil")
 
 STEPS = 150
 
@@ -86,3 +89,48 @@ def test_a_diverging_loss_restores_the_last_good_state_and_lowers_the_learning_r
     assert result.phases[0].lr_reductions == len(events)
     assert all(torch.isfinite(p).all() for p in student.parameters())
     assert math.isfinite(evaluate(student, test, limit=500).nll)
+
+
+@pytest.mark.slow
+def test_a_resumed_run_takes_the_interrupted_runs_measured_plans_bit_for_bit(bundled_data, tmp_path, monkeypatch):
+    """Plans timed per run ("measure") are recorded in the checkpoint and pinned on resume: here the
+    resumed process would measure other plans (every measurement now returns the naive order), and still
+    ends bit for bit where the interrupted run's plans lead."""
+    from tnncompress.einsum import contract, forget_plans, paths, pin_plans
+
+    config = DistillConfig(algorithm="e2e", steps=40, eval_limit=200, plan="measure", checkpoint_every=20)
+    forget_plans()
+    interrupted, _, seen = _run(config, bundled_data, tmp_path, stop_at=(0, 20))
+    assert interrupted is None and seen[-1] == (0, 20)
+    recorded = torch.load(tmp_path / CHECKPOINT_FILE, weights_only=True)["plans"]
+    assert recorded and any(json_key_has_backward(k) for k in recorded)
+
+    forget_plans()
+    pin_plans(recorded)  # the reference: uninterrupted, with the same plans
+    _, reference, _ = _run(config, bundled_data)
+
+    naive = {}
+    def measure_naively(expr, *_args, **_kwargs):
+        naive[expr.text] = paths.naive_path(expr.network.n)
+        return naive[expr.text], {}
+    monkeypatch.setattr(contract, "fastest_path", measure_naively)
+    forget_plans()
+    kept = (tmp_path / CHECKPOINT_FILE).read_bytes()
+    resumed, student, _ = _run(config, bundled_data, tmp_path, resume=True)
+    assert resumed.updates == 40
+    sa, sb = student.state_dict(), reference.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+    # the control: resumed without the recorded plans, the naive ones give other weights
+    (tmp_path / CHECKPOINT_FILE).write_bytes(kept)
+    monkeypatch.setattr(distil_module, "pin_plans", lambda plans: None)
+    forget_plans()
+    _, unpinned, _ = _run(config, bundled_data, tmp_path, resume=True)
+    assert naive and not all(torch.equal(v, sb[k]) for k, v in unpinned.state_dict().items())
+    forget_plans()
+
+
+def json_key_has_backward(key: str) -> bool:
+    import json
+
+    return json.loads(key)[6] is True

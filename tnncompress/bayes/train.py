@@ -27,6 +27,7 @@ from ..data import ClassificationData
 from ..distill import Context, DistillConfig
 from ..distill.loop import Phase, PhaseState, train_phase
 from ..distill.stream import BatchStream
+from ..einsum import chosen_plans, pin_plans
 from ..errors import CheckpointError, opt
 from ..progress import training_progress
 from .config import BqnConfig
@@ -77,6 +78,7 @@ def learn_posterior(bqn: BayesianQuantizedNetwork, teacher: nn.Module | None, tr
     state = PhaseState()
     if resume and path is not None and path.is_file():
         saved = _read(path, ctx.device)
+        pin_plans(saved.get("plans", {}))  # the interrupted run's plans: the same sums, bit for bit
         bqn.load_state_dict(saved["bqn"])
         state = PhaseState(**saved["state"])
         log.info("resuming the BQN posterior at step %d/%d", state.step, steps)
@@ -84,7 +86,8 @@ def learn_posterior(bqn: BayesianQuantizedNetwork, teacher: nn.Module | None, tr
     def save(s: PhaseState) -> None:
         if path is not None and ctx.main:
             tmp = path.with_suffix(f".tmp-{os.getpid()}")
-            torch.save({"version": CHECKPOINT_VERSION, "state": s.to_dict(), "bqn": bqn.state_dict()}, tmp)
+            torch.save({"version": CHECKPOINT_VERSION, "state": s.to_dict(), "bqn": bqn.state_dict(),
+                        "plans": chosen_plans()}, tmp)
             os.replace(tmp, path)
 
     phase = Phase(0, f"BQN posterior ({config.bits} bit)", "bqn", steps, call, params, loss)

@@ -7,6 +7,7 @@ independent of the batch composition, so one process and torchrun compute the sa
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -23,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..calibrate import ActivationCache, CalibrationPool, calibration_pool
 from ..capture import capture
 from ..data import ClassificationData
+from ..einsum import chosen_plans, pin_plans
 from ..errors import CheckpointError, opt
 from ..evaluate import evaluate
 from ..formats import planned
@@ -31,6 +33,7 @@ from ..progress import training_progress
 from ..schema import from_data, to_data
 from ..spectral.control import SpectralControl
 from ..timing import median_seconds
+from .budget import WallClock, steps_that_fit
 from .config import DistillConfig
 from .distributed import Context
 from .loop import Phase, PhaseState, train_phase
@@ -77,39 +80,53 @@ def distil(teacher: nn.Module, student: nn.Module, train: ClassificationData, te
     cached = config.algorithm in ("seq", "auto") and config.seq_cache
     if cached and pool is None:
         pool = calibration_pool(train, 2048, seed)
-    start_phase, state, saved = 0, PhaseState(), None
+    start_phase, state, saved, cache = 0, PhaseState(), None, None
     path = checkpoint_dir / CHECKPOINT_FILE if checkpoint_dir is not None else None
     if resume and path is not None and path.is_file():
         saved = _read_checkpoint(path, ctx.device)
+        pin_plans(saved.get("plans", {}))  # the interrupted run's plans: the same sums, bit for bit
         student.load_state_dict(saved["student"])
         result = from_data(DistillResult, saved["result"], str(path))
+        clock = WallClock(result.budget.seconds, result.seconds)  # what is left of the budget
         start_phase, state = saved["phase"], PhaseState(**saved["state"])
         specs = [(kind, next((u for u in units if u.name == name), None), steps)
                  for kind, name, steps in result.budget.phases]
         log.info("resuming %s distillation at phase %d/%d, step %d", config.algorithm, start_phase + 1,
                  len(specs), state.step)
     else:
+        clock = WallClock(config.budget_seconds())
         ctx.broadcast_module(student)
-        specs = _phase_specs(units, config, len(train), teacher, student, stream, pool if cached else None, ctx)
+        if cached:
+            with clock.part("cache"):
+                cache = _unit_cache(teacher, pool, units, config, cache_memory)
+        with clock.part("pilots"):
+            specs, pilots = _phase_specs(units, config, len(train), teacher, student, stream, pool if cached else None,
+                                         ctx)
         budget = sum(steps for kind, _, steps in specs if kind != "finetune" or config.algorithm == "auto")
         result = DistillResult(config.algorithm, Budget(budget, config.finetune_steps, config.batch_size,
                                                         budget * config.batch_size / len(train),
                                                         config.budget_seconds(),
-                                                        [[k, u.name if u else None, n] for k, u, n in specs]),
+                                                        [[k, u.name if u else None, n] for k, u, n in specs],
+                                                        pilots, _seq_until(clock, config, specs)),
                                train.describe(), ctx.world, ctx.device, to_data(config))
-        _curve_point(result, "start", student, test, config, ctx, known=start)
-    cache = _unit_cache(teacher, pool, units, config, cache_memory) if cached and start_phase < len(specs) else None
+        with clock.part("evaluations") if start is None else contextlib.nullcontext():
+            _curve_point(result, "start", student, test, config, ctx, known=start)
+    if cached and cache is None and start_phase < len(specs):
+        with clock.part("cache"):
+            cache = _unit_cache(teacher, pool, units, config, cache_memory)
     if cache is not None:
         result.cache = cache.report
 
     def save(phase_index: int, phase_state: PhaseState) -> None:
-        payload = {"version": CHECKPOINT_VERSION, "phase": phase_index, "state": phase_state.to_dict(),
-                   "student": student.state_dict(), "result": to_data(result)}
-        if ctx.main and path is not None:
-            tmp = path.with_suffix(f".tmp-{os.getpid()}")
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        ctx.barrier()
+        with clock.part("checkpoints"):
+            result.seconds = clock.breakdown()
+            payload = {"version": CHECKPOINT_VERSION, "phase": phase_index, "state": phase_state.to_dict(),
+                       "student": student.state_dict(), "result": to_data(result), "plans": chosen_plans()}
+            if ctx.main and path is not None:
+                tmp = path.with_suffix(f".tmp-{os.getpid()}")
+                torch.save(payload, tmp)
+                os.replace(tmp, path)
+            ctx.barrier()
         if on_checkpoint is not None:
             on_checkpoint(payload)
 
@@ -126,7 +143,13 @@ def distil(teacher: nn.Module, student: nn.Module, train: ClassificationData, te
                 phase = build_phase(index, kind, unit, steps, teacher, student, units, config, ctx, len(specs),
                                     stream=stream, spectral=spectral)
                 if kind == "seq" and cache is not None:
-                    phase.stream = _unit_stream(cache, unit, student, pool, config, seed, ctx)
+                    with clock.part("unit_inputs"):
+                        phase.stream = _unit_stream(cache, unit, student, pool, config, seed, ctx)
+                if state.step == 0 and result.budget.step_seconds:  # the phase's steps, from the time left now
+                    steps = phase.steps = _steps_left(index, specs, result.budget, clock, config, len(train))
+                    specs[index] = (kind, unit, steps)
+                    result.budget.phases[index][2] = steps
+                deadline = _deadline(index, specs, result.budget, clock)
                 own = progress.task(phase.name, steps, config.batch_size, completed=state.step)
 
                 def advance(n: int = 1, loss: float = 0.0, own=own) -> None:
@@ -137,11 +160,14 @@ def distil(teacher: nn.Module, student: nn.Module, train: ClassificationData, te
                 def checkpoint(s: PhaseState, phase=phase) -> None:
                     if s.step < phase.steps:  # inside the phase; the phase end is saved below
                         if phase.kind != "seq":
-                            _curve_point(result, f"{phase.name} step {s.step}", student, test, config, ctx,
-                                         result.updates + s.step)
+                            with clock.part("evaluations"):
+                                _curve_point(result, f"{phase.name} step {s.step}", student, test, config, ctx,
+                                             result.updates + s.step)
                         save(phase.index, s)
 
-                state = train_phase(phase, stream, config, ctx, state, checkpoint, advance, result.events)
+                with clock.part("training"):
+                    state = train_phase(phase, stream, config, ctx, state, checkpoint, advance, result.events,
+                                        deadline=deadline)
                 result.updates += state.step
                 record = PhaseRecord(phase.name, kind, state.step, sum(p.numel() for p in phase.params),
                                      state.first_loss, state.loss_sum / max(state.step, 1), state.losses,
@@ -150,17 +176,30 @@ def distil(teacher: nn.Module, student: nn.Module, train: ClassificationData, te
                                      time.process_time() - cpu_started)
                 if unit is not None:
                     record.unit, record.layers, record.norms = unit.name, unit.layers, unit.norms
+                if state.out_of_time:
+                    record.planned_steps = phase.steps
+                    result.budget.phases[index][2] = state.step
+                    log.warning("%s: the budget's deadline came at step %d of %d", phase.name, state.step,
+                                phase.steps)
                 result.phases.append(record)
                 log.debug("%s: %d steps, mean loss %.4g, %.0f images/s", phase.name, state.step, record.mean_loss,
                           record.images_per_s)
                 # after every unit of Seq-KD (its stair-steps); cached units are fast: after the last one only
                 if kind != "seq" or cache is None or index + 1 == len(specs) or specs[index + 1][0] != "seq":
-                    _curve_point(result, phase.name, student, test, config, ctx)
+                    with clock.part("evaluations"):
+                        _curve_point(result, phase.name, student, test, config, ctx)
                 state = PhaseState()
                 save(index + 1, state)
     finally:
         if cache is not None:
             cache.close()
+    result.seconds = clock.breakdown()
+    b = result.budget  # the steps as decided and taken
+    b.steps = sum(n for kind, _, n in b.phases if kind != "finetune" or config.algorithm == "auto")
+    b.epochs = b.steps * b.batch_size / len(train)
+    b = result.budget  # the steps as decided and taken
+    b.steps = sum(n for kind, _, n in b.phases if kind != "finetune" or config.algorithm == "auto")
+    b.epochs = b.steps * b.batch_size / len(train)
 
     for n, p in student.named_parameters():
         p.requires_grad_(requires[n])
@@ -221,24 +260,62 @@ def _phase_specs(units: list[Unit], config: DistillConfig, train_samples: int, t
     if seconds is None:
         budget = config.total_steps(train_samples)
         if not seq:
-            return [("e2e", None, budget)]
+            return [("e2e", None, budget)], []
         base, extra = divmod(budget, len(units))
         specs = [("seq", u, base + (i < extra)) for i, u in enumerate(units)]
         specs = [s for s in specs if s[2] > 0]
         finetune = config.finetune_steps or (budget if config.algorithm == "auto" else 0)
-        return specs + ([("finetune", None, finetune)] if finetune else [])
-    share = config.seq_share if config.algorithm == "auto" else (1.0 if seq else 0.0)
-    specs = []
+        return specs + ([("finetune", None, finetune)] if finetune else []), []
+    share = _seq_share(config)
+    specs, pilots = [], []
     if seq and share > 0:
         per_unit = seconds * share / len(units)
-        specs = [("seq", u, max(1, int(per_unit / _step_seconds("seq", u, teacher, student, units, config, ctx,
-                                                                  stream, pool))))
-                 for u in units]
+        for u in units:
+            pilots.append(_step_seconds("seq", u, teacher, student, units, config, ctx, stream, pool))
+            specs.append(("seq", u, steps_that_fit(per_unit, pilots[-1])))
     if share < 1:
         kind = "e2e" if config.algorithm == "e2e" else "finetune"
-        step = _step_seconds(kind, None, teacher, student, units, config, ctx, stream, None)
-        specs.append((kind, None, max(1, int(seconds * (1 - share) / step))))
-    return specs
+        pilots.append(_step_seconds(kind, None, teacher, student, units, config, ctx, stream, None))
+        specs.append((kind, None, steps_that_fit(seconds * (1 - share), pilots[-1])))
+    return specs, pilots
+
+
+def _seq_share(config: DistillConfig) -> float:
+    """The share of a wall-clock budget that Seq-KD's units get."""
+    return config.seq_share if config.algorithm == "auto" else (1.0 if config.algorithm == "seq" else 0.0)
+
+
+def _seq_until(clock: WallClock, config: DistillConfig, specs: list) -> float | None:
+    """The second of the budget by which Seq-KD is to end: its share of what the cache and pilots left."""
+    if clock.budget is None or not any(kind == "seq" for kind, _, _ in specs):
+        return None
+    return clock.elapsed() + _seq_share(config) * max(clock.left(), 0.0)
+
+
+def _deadline(index: int, specs: list, budget: Budget, clock: WallClock) -> float | None:
+    """When phase `index` must stop (a time.perf_counter() value): a Seq-KD unit at the end of its share of
+    what is left of Seq-KD's part, the others at the end of the budget."""
+    if clock.budget is None:
+        return None
+    if specs[index][0] == "seq" and budget.seq_until is not None:
+        units_left = sum(k == "seq" for k, _, _ in specs[index:])
+        return time.perf_counter() + max(budget.seq_until - clock.elapsed(), 0.0) / units_left
+    return clock.deadline()
+
+
+def _steps_left(index: int, specs: list, budget: Budget, clock: WallClock, config: DistillConfig,
+                train_samples: int) -> int:
+    """Phase `index`'s steps as it starts, from the wall-clock budget left: a Seq-KD unit gets an even
+    share of what is left of Seq-KD's part; the phase after them (or E2E-KD alone) all that is left, less
+    the evaluations its checkpoints will make (as long as the last one took, or a third of a step per
+    batch of test samples before any)."""
+    kind, step = specs[index][0], budget.step_seconds[index]
+    if kind == "seq":
+        units_left = sum(k == "seq" for k, _, _ in specs[index:])
+        return steps_that_fit((budget.seq_until - clock.elapsed()) / units_left, step)
+    every = config.checkpoint_every or config.steps_per_epoch(train_samples)
+    evaluation = clock.mean("evaluations") or step / 3 * (config.eval_limit or 10_000) / config.batch_size
+    return steps_that_fit(clock.left(), step, evaluation + (clock.mean("checkpoints") or 0.0), every)
 
 
 def _step_seconds(kind: str, unit: Unit | None, teacher: nn.Module, student: nn.Module, units: list[Unit],

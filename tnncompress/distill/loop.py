@@ -39,6 +39,7 @@ class PhaseState:
     losses: list[float] = field(default_factory=list)  # the mean loss of each checkpoint interval
     seconds: float = 0.0
     optimizer: dict | None = None
+    out_of_time: bool = False  # the budget's deadline ended the phase early
 
     def to_dict(self) -> dict:
         return {k: v for k, v in vars(self).items()}
@@ -70,9 +71,9 @@ def learning_rate(config: DistillConfig, state: PhaseState, steps: int) -> float
 
 def train_phase(phase: Phase, stream: BatchStream, config: DistillConfig, ctx: Context, state: PhaseState,
                 checkpoint: Callable[[PhaseState], None], advance: Callable[[int, float], None],
-                events: list[GuardEvent]) -> PhaseState:
-    """Run `phase` from `state.step` to its end; `checkpoint(state)` is called every
-    `checkpoint_every` steps and at the end."""
+                events: list[GuardEvent], deadline: float | None = None) -> PhaseState:
+    """Run `phase` from `state.step` to its end, or to `deadline` (a time.perf_counter() value) when that
+    comes first; `checkpoint(state)` is called every `checkpoint_every` steps and at the end."""
     optimizer = torch.optim.Adam(phase.params, lr=config.lr)
     if state.optimizer is not None:
         optimizer.load_state_dict(state.optimizer)
@@ -83,6 +84,10 @@ def train_phase(phase: Phase, stream: BatchStream, config: DistillConfig, ctx: C
                 else torch.autocast("cpu", enabled=False))
     while state.step < phase.steps:
         started = time.perf_counter()
+        # every process asks (a collective under torchrun); the first step is always taken
+        if deadline is not None and state.step > 0 and ctx.all_agree(started >= deadline):
+            state.out_of_time = True
+            break
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, state, phase.steps)
         x, y = (phase.stream or stream).batch(phase.index, state.step)

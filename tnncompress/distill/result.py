@@ -18,7 +18,9 @@ class Budget:
     batch_size: int
     epochs: float  # the main budget as passes over the training set
     seconds: float | None = None  # the wall-clock budget the steps were derived from, when there was one
-    phases: list[list] = field(default_factory=list)  # [kind, unit, steps] of each phase
+    phases: list[list] = field(default_factory=list)  # [kind, unit, steps] of each phase (as decided at its start)
+    step_seconds: list[float] = field(default_factory=list)  # a wall-clock budget: each phase's timed pilot step
+    seq_until: float | None = None  # ... and the second of the budget by which Seq-KD is to end
 
 
 @dataclass
@@ -43,6 +45,7 @@ class PhaseRecord:
     lr_reductions: int
     wall_seconds: float  # the phase as a whole, evaluations and checkpoints included
     cpu_seconds: float = 0.0  # ... in CPU time of this process (all threads)
+    planned_steps: int | None = None  # set when the budget's deadline stopped the phase before these
     unit: str | None = None  # Seq-KD: the unit, its layers and norms
     layers: list[str] | None = None
     norms: list[str] | None = None
@@ -72,3 +75,4 @@ class DistillResult:
     curve: list[CurvePoint] = field(default_factory=list)
     events: list[GuardEvent] = field(default_factory=list)
     cache: CacheReport | None = None  # cached Seq-KD: the activation cache
+    seconds: dict[str, float] = field(default_factory=dict)  # wall clock per part (budget.WallClock.breakdown)

@@ -68,19 +68,23 @@ class ConvEinsumExpression:
         self.output_shape = tuple(net.size(frozenset(range(net.n)), m) for m in parsed.output)
 
     def _measured_path(self, stride, padding, dilation, weights_only, device, dtype) -> list[tuple[int, int]]:
-        """The fastest candidate plan: from the plan cache when it holds a valid one for this key (then
-        `timings` stays empty), else timed now and stored there."""
+        """The fastest candidate plan: the resumed run's (`plan_cache.pin`), or the plan cache's when it holds
+        a valid one for this key (then `timings` stays empty), else timed now and stored there."""
         entry = plan_cache.key(self.text, self.shapes, stride, padding, dilation, weights_only, self.backward,
                                device, dtype)
-        cached = plan_cache.lookup(entry)
-        if cached is not None:
-            try:
-                if path_fits(self, paths.check_path(self.network.n, cached)):
-                    return cached
-            except (ValueError, IndexError, ExpressionError):  # not a path of this expression: measure again
-                pass
+        portable = plan_cache.portable_key(self.text, self.shapes, stride, padding, dilation, weights_only,
+                                           self.backward, dtype)
+        for known in (plan_cache.pinned(portable), plan_cache.lookup(entry)):  # a resumed run's, then the cache's
+            if known is not None:
+                try:
+                    if path_fits(self, paths.check_path(self.network.n, known)):
+                        plan_cache.remember(portable, known)
+                        return known
+                except (ValueError, IndexError, ExpressionError):  # not a path of this expression: measure again
+                    pass
         path, self.timings = fastest_path(self, self.backward, device, dtype)
         plan_cache.store(entry, path)
+        plan_cache.remember(portable, path)
         return path
 
     def _use_path(self, path: list[tuple[int, int]]) -> None:
@@ -225,3 +229,22 @@ def conv_einsum(text: str, *operands: torch.Tensor, stride=1, padding=0, dilatio
                                backward=backward, checkpoint=checkpoint, device=operands[0].device,
                                dtype=operands[0].dtype)
     return expr._run(*operands) if not expr.checkpoint else expr(*operands)
+
+
+def pin_plans(plans: dict) -> None:
+    """From now on in this process, take these measured plans (as `plan_cache.chosen()` recorded them)
+    wherever they apply: a resumed run computes with the plans of the run it continues."""
+    plan_cache.pin(plans)
+    _cached.cache_clear()  # expressions planned before would keep their own
+
+
+def forget_plans() -> None:
+    """A new run in this process: no pinned plans, none recorded, every expression planned afresh (an
+    expression kept from before would not be recorded in this run's checkpoints)."""
+    plan_cache.forget()
+    _cached.cache_clear()
+
+
+def chosen_plans() -> dict:
+    """The measured plans this process has used (portable key -> path): what a checkpoint records."""
+    return plan_cache.chosen()

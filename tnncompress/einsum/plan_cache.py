@@ -12,6 +12,11 @@ and obeys the memory rule every candidate obeys (`autotune.path_fits`); anything
 (and overwritten by the next measurement). It is safe to delete. Writes are atomic (a concurrent run may
 drop another's newest entries, which costs a measurement, nothing else).
 
+Every plan a process measured or read is also remembered by a key without the machine in it
+(`portable_key`): `chosen()` is what a checkpoint records and a report lists, and `pin(plans)` makes a
+resumed process take those same plans, whatever this machine's timings or cache say, so that a resumed
+run computes what the interrupted one would have, bit for bit.
+
 Location: $TNNCOMPRESS_PLAN_CACHE (a file; "off" disables it), else $XDG_CACHE_HOME/tnncompress/plans.json
 (~/.cache/...). `run --no-plan-cache` disables it for one run.
 """
@@ -37,6 +42,8 @@ log = logging.getLogger(__name__)
 _enabled = True
 _entries: dict[str, list] | None = None  # loaded lazily, once per process and location
 _loaded_from: Path | None = None
+_pinned: dict[str, list] = {}  # portable key -> path: a resumed run's plans, taken before anything else
+_chosen: dict[str, list] = {}  # portable key -> path: every measured plan this process has used
 
 
 def location() -> Path | None:
@@ -72,6 +79,46 @@ def key(text: str, shapes, stride, padding, dilation, weights_only: bool, backwa
                        torch.__version__, __version__])
 
 
+def portable_key(text: str, shapes, stride, padding, dilation, weights_only: bool, backward: bool, dtype) -> str:
+    """What a plan is a plan for, without the machine that timed it."""
+    return json.dumps([text, [list(s) for s in shapes], repr(stride), repr(padding), repr(dilation), weights_only,
+                       backward, str(dtype)])
+
+
+def pin(plans: dict) -> None:
+    """Take these plans (portable key -> path, as `chosen()` gives them) from now on in this process."""
+    if isinstance(plans, dict):
+        _pinned.update({k: v for k, v in plans.items() if isinstance(k, str) and isinstance(v, list)})
+
+
+def pinned(portable: str) -> list[tuple[int, int]] | None:
+    return _pairs(_pinned.get(portable))
+
+
+def remember(portable: str, plan: list[tuple[int, int]]) -> None:
+    _chosen[portable] = [list(step) for step in plan]
+
+
+def chosen() -> dict[str, list]:
+    """Every measured plan this process has used (portable key -> path)."""
+    return {k: [list(step) for step in v] for k, v in _chosen.items()}
+
+
+def forget() -> None:
+    """Drop the pinned and remembered plans (a new run in the same process)."""
+    _pinned.clear()
+    _chosen.clear()
+
+
+def _pairs(found) -> list[tuple[int, int]] | None:
+    if not isinstance(found, list) or not all(isinstance(s, (list, tuple)) and len(s) == 2 for s in found):
+        return None
+    try:
+        return [(int(i), int(j)) for i, j in found]
+    except (TypeError, ValueError):
+        return None
+
+
 def _load(path: Path) -> dict[str, list]:
     global _entries, _loaded_from
     if _entries is None or _loaded_from != path:
@@ -91,13 +138,7 @@ def lookup(entry_key: str) -> list[tuple[int, int]] | None:
     path = location()
     if path is None:
         return None
-    found = _load(path).get(entry_key)
-    if not isinstance(found, list) or not all(isinstance(s, list) and len(s) == 2 for s in found):
-        return None
-    try:
-        return [(int(i), int(j)) for i, j in found]
-    except (TypeError, ValueError):
-        return None
+    return _pairs(_load(path).get(entry_key))
 
 
 def store(entry_key: str, plan: list[tuple[int, int]]) -> None:

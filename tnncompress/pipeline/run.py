@@ -22,7 +22,7 @@ from ..bayes.export import write_codes
 from ..data import fashion_mnist_dir, parse_spec
 from ..distill import setup as setup_processes
 from ..distill import teardown as leave_processes
-from ..einsum import plan_cache
+from ..einsum import forget_plans, plan_cache
 from ..env import resolve_device
 from ..errors import UsageError, opt
 from ..export.choose import speedup_hint
@@ -58,6 +58,7 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
     ctx = setup_processes(resolve_device(recipe.device))
     use_threads(recipe.threads)
     plan_cache.set_enabled(recipe.plan_cache)
+    forget_plans()  # this run's plans are recorded from here (and a resumed one's pinned from its checkpoint)
     inputs = inputs_of(recipe) if ctx.main else None  # what manifest.json says the results were made from
     if not ctx.main:
         progress.set_enabled(False)
@@ -146,6 +147,7 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
                               seconds={**clock.seconds, "total": clock.total()}, warnings=warnings,
                               distillation=distilled, onnx=onnx, latency=latency)
         report.cpu_seconds = {**clock.cpu_seconds, "total": clock.total_cpu()}
+        report.plans = plan_cache.chosen()
         report.stages = points
         report.calibration = pool.describe() if pool is not None else None
         report.load_forms = load_forms

@@ -53,6 +53,14 @@ def _distillation(d: DistillResult, acc: Accuracy) -> list[str]:
         lines.append(f"Activation cache: {c.samples} calibration images, {c.entries} tensors, "
                      f"{c.bytes / 2 ** 20:.1f} MiB in {_code(c.storage)} ({_code(', '.join(kinds))}), "
                      f"built in {c.seconds:.1f} s.")
+    if d.seconds:  # where the wall clock went (a budget counts all of it)
+        parts = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in d.seconds.items() if k != "total" and v)
+        over = (f"; {d.seconds['total'] - b.seconds:+.1f} s against the budget" if b.seconds else "")
+        lines.append(f"Wall clock: {d.seconds.get('total', 0.0):.1f} s ({parts}){over}.")
+    stopped = [u for u in d.phases if u.planned_steps is not None]
+    if stopped:
+        lines.append("Stopped at the budget's deadline: " + ", ".join(
+            f"{md(u.phase)} after {u.steps} of {u.planned_steps} steps" for u in stopped) + ".")
     lines += ["", "| after | updates | top-1 (curve samples) |", "|---|---:|---:|"]
     lines += [f"| {md(p.after)} | {p.updates} | {_pct(p.top1)} |" for p in d.curve]
     lines += ["", "| phase | steps | trained params | first loss | mean loss | updates/s | images/s | seconds | "

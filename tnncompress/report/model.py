@@ -168,6 +168,7 @@ class RunReport:
     int8: Int8Report | None = None  # model.int8.onnx (--quantize int8)
     layers_compressed: int = 0
     threads: int | None = None  # PyTorch's intra-op threads (and onnxruntime's) during the run
+    plans: dict[str, list] = field(default_factory=dict)  # every measured conv_einsum plan the run used
 
     def __post_init__(self) -> None:
         self.layers_compressed = sum(r.status == "compressed" for r in self.layers)
