@@ -26,7 +26,8 @@ class DistillConfig(Section, name="distill", title="Distillation", prefix="kd_")
                              flat="seq_cache")
     seq_inputs: str = option("student", "Seq-KD unit inputs: the student's own upstream, or the teacher's.",
                              flat="seq_inputs", choices=SEQ_INPUTS)
-    budget: str | None = option(None, "Wall-clock budget of distillation: 90s, 20m, 1h (auto: 10m).")
+    budget: str | None = option(None, "Wall-clock budget of distillation, everything it does counted: 90s, 20m, 1h "
+                                "(auto: 10m).")
     seq_share: float = option(0.2, "auto: the share of the budget Seq-KD gets (E2E-KD the rest).", minimum=0,
                               maximum=1)
     steps: int | None = option(None, "Budget of gradient updates (Seq-KD: shared by the units).", minimum=1)

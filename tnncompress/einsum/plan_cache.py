@@ -119,17 +119,38 @@ def _pairs(found) -> list[tuple[int, int]] | None:
         return None
 
 
+def read_section(path: Path, section: str) -> dict:
+    """The `section` mapping of a cache file; empty when the file is missing, too large or unreadable."""
+    try:
+        if path.is_file() and path.stat().st_size <= MAX_BYTES:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and isinstance(data.get(section), dict):
+                return data[section]
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        log.debug("cache %s not read: %s", path, exc)
+    return {}
+
+
+def write_section(path: Path, section: str, entries: dict, about: str, key: str, value) -> None:
+    """`entries` with `key` set to `value` (last: the newest survive the trim to MAX_ENTRIES), written
+    atomically as the file's `section`; failures only cost the caching."""
+    from ..io.files import write_text  # here: the io package imports model loading, which imports this
+
+    entries.pop(key, None)
+    entries[key] = value
+    while len(entries) > MAX_ENTRIES:
+        entries.pop(next(iter(entries)))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps({"about": about, section: entries}))
+    except (OSError, ValueError, UsageError) as exc:  # UsageError: the file is a link or a directory
+        log.debug("cache %s not written: %s", path, exc)
+
+
 def _load(path: Path) -> dict[str, list]:
     global _entries, _loaded_from
     if _entries is None or _loaded_from != path:
-        _entries, _loaded_from = {}, path
-        try:
-            if path.is_file() and path.stat().st_size <= MAX_BYTES:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                if isinstance(data, dict) and isinstance(data.get("plans"), dict):
-                    _entries = data["plans"]
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            log.debug("plan cache %s not read: %s", path, exc)
+        _entries, _loaded_from = read_section(path, "plans"), path
     return _entries
 
 
@@ -143,19 +164,8 @@ def lookup(entry_key: str) -> list[tuple[int, int]] | None:
 
 def store(entry_key: str, plan: list[tuple[int, int]]) -> None:
     """Record a measured plan (the file is rewritten atomically; failures only cost the caching)."""
-    from ..io.files import write_text  # here: the io package imports model loading, which imports this
-
     path = location()
     if path is None:
         return
-    entries = _load(path)
-    entries.pop(entry_key, None)  # re-inserted last: the newest survive the trim
-    entries[entry_key] = [list(step) for step in plan]
-    while len(entries) > MAX_ENTRIES:
-        entries.pop(next(iter(entries)))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text(path, json.dumps({"about": "tnncompress measured conv_einsum plans; safe to delete",
-                                     "plans": entries}))
-    except (OSError, ValueError, UsageError) as exc:  # UsageError: the file is a link or a directory
-        log.debug("plan cache %s not written: %s", path, exc)
+    write_section(path, "plans", _load(path), "tnncompress measured conv_einsum plans; safe to delete", entry_key,
+                  [list(step) for step in plan])

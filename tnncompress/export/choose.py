@@ -6,8 +6,9 @@ throw away the other's speed-up. So the decision is made per runtime:
 
 1. per layer, every candidate (dense, and each factor chain worth trying) is timed at the layer's input
    shape for each deployment batch size: in onnxruntime as a one-layer graph, in PyTorch as the module;
-   candidates are timed round-robin and the medians kept. The layer takes the candidate with the lowest
-   geometric mean over the batch sizes;
+   candidates are timed round-robin and the medians kept (and kept on disk for the next run on this
+   machine: form_cache.py). The layer takes the candidate with the lowest geometric mean over the batch
+   sizes;
 2. per model, the assignment this gives is timed against the two pure assignments (every layer dense,
    every layer its FLOP-optimal chain; a chain too large for memory at the largest batch is dense
    in every assignment, see `deploy.chain_fits`), whole, round-robin, at each batch size, and the one
@@ -30,7 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..threads import session_threads
 from ..timing import interleaved_medians
+from . import form_cache
 from .deploy import DENSE, FORMS, DeployChoice, candidates, choice, deployed, fixed_choices, tensorized_inputs
 from .onnx_graph import INPUT, OUTPUT, session, to_onnx
 
@@ -112,8 +115,14 @@ def measured_choices(model: nn.Module, inputs: dict[str, tuple], batches: list[i
         layer = model.get_submodule(name)
         forms = candidates(layer, shape, max(batches))
         sample = tuple(shape[1:])
-        ms = _time(_runners({k: m for k, (m, _) in forms.items()}, sample, runtime), sample, batches, runtime,
-                   min_time)
+        # times from an earlier run on this machine (form_cache), else timed now and kept
+        entry = form_cache.key(runtime, layer, sample, batches, {k: p for k, (_, p) in forms.items()},
+                               torch.get_num_threads() if runtime == "pytorch" else session_threads())
+        ms = form_cache.lookup(entry, forms, batches)
+        if ms is None:
+            ms = _time(_runners({k: m for k, (m, _) in forms.items()}, sample, runtime), sample, batches, runtime,
+                       min_time)
+            form_cache.store(entry, ms)
         best = min(ms, key=lambda k: (_geomean(ms[k]), k != DENSE))  # ties: dense, the simpler graph
         record = choice(name, layer, shape, best, forms[best][1])
         record.ms = ms
