@@ -48,7 +48,8 @@ class DistillConfig(Section, name="distill", title="Distillation", prefix="kd_")
     augment: bool = option(True, "Random 2-pixel crop and flip of in-memory training images.")
     eval_limit: int | None = option(2000, "Test samples behind each point of the accuracy curve.", minimum=1)
     plan: str = option("measure", "conv_einsum plans while training and for the curve's evaluations: timed (kept "
-                                  "in the plan cache), or fewest FLOPs.", choices=PLANS)
+                                  "in the plan cache), fewest FLOPs, or the dense kernel rebuilt at each step.",
+                       choices=PLANS)
     checkpoint_every: int | None = option(None, "Steps between checkpoints (default: an epoch).", minimum=1)
     explode_factor: float = option(10.0, "Guard: a loss above this x the first has exploded.", above=1)
     max_retries: int = option(3, "Guard: learning-rate cuts per phase before it stops.", minimum=0)

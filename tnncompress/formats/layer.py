@@ -197,7 +197,9 @@ class TensorizedLinear(TensorizedLayer):
         return y.reshape(-1, self.shape.out_channels) if len(lead) == 1 else y.reshape(*lead, self.shape.out_channels)
 
 
-PLANS = ("measure", "optimal")  # what a run may plan its layers with: timed (and cached), or fewest FLOPs
+# What a run may plan its layers with: timed (and cached), fewest FLOPs, or the dense kernel rebuilt from the
+# factors and one convolution (no timing, the same sums on every machine, fast wherever kernels are small)
+PLANS = ("measure", "optimal", "rebuild")
 
 
 @contextlib.contextmanager
