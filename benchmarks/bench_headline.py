@@ -6,8 +6,8 @@
    stage, on an otherwise idle machine.
 2. Why the same command once ran for over 20 minutes on one core while another job held the other: the
    Layer-Decomp of the layers matching --include (default `layer3.*`, 19 of ResNet-50's convolutions)
-   with the machine idle, then with a background process spinning on one core: with PyTorch's default
-   threads, with OpenMP's passive waiting (OMP_WAIT_POLICY=PASSIVE) and with --threads 1.
+   with the machine idle (PyTorch's default threads, and OpenMP's passive waiting: OMP_WAIT_POLICY=PASSIVE),
+   then with a background process spinning on one core: default threads, passive waiting, --threads 1.
 
     python benchmarks/bench_headline.py --out benchmarks/results/headline_resnet50_cpu.json [--skip-headline]
 
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--include", default="layer3.*")
     parser.add_argument("--skip-headline", action="store_true")
     parser.add_argument("--skip-threads", action="store_true")
+    parser.add_argument("--only", help="run only the rows whose label contains this text")
     opts = parser.parse_args()
     doc = load_rows(opts.out)
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,10 +73,13 @@ def main() -> None:
         study = ["--format", "mcp", "--rate", "0.05", "--include", opts.include, "--no-onnx", "--no-latency"]
         if not opts.skip_threads:
             runs += [("Layer-Decomp of " + opts.include + ", idle", study, {}, False),
+                     ("... idle, OMP_WAIT_POLICY=PASSIVE", study, {"OMP_WAIT_POLICY": "PASSIVE"}, False),
                      ("... one core taken", study, {}, True),
                      ("... one core taken, OMP_WAIT_POLICY=PASSIVE", study, {"OMP_WAIT_POLICY": "PASSIVE"}, True),
                      ("... one core taken, --threads 1", [*study, "--threads", "1"], {}, True)]
         for label, args, env, spin in runs:
+            if opts.only and opts.only not in label:
+                continue
             row = {"run": label, "args": " ".join(args), **one_run(checkpoint, Path(tmp) / "out", args, env, spin)}
             print(json.dumps(row), flush=True)
             save_row(opts.out, doc, row)

@@ -38,6 +38,7 @@ def demo(out: Path, budget: str) -> dict:
     return {"wall_s": round(wall, 1), "stages_s": {k: round(v, 1) for k, v in report["seconds"].items()},
             "distillation_s": distillation.get("seconds"),
             "phases": [[p["phase"], p["steps"], p.get("planned_steps")] for p in distillation.get("phases", [])],
+            "top1_after": {s["stage"]: s.get("top1") for s in report["stages"]},  # on the curve's test samples
             "top1": report["accuracy"]["compressed"]["top1"], "threads": report.get("threads")}
 
 

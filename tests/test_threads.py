@@ -52,10 +52,43 @@ def test_usable_cpus_is_the_affinity_capped_by_the_quota(tmp_path, monkeypatch):
     assert threads.usable_cpus(_cgroup(tmp_path / "c", v2="max 100000")) == 1
 
 
+def _stat(path, rows):
+    """/proc/stat with these (busy, idle) jiffies per CPU."""
+    lines = ["cpu  0 0 0 0 0 0 0 0 0 0"] + [f"cpu{i} {busy} 0 0 {idle} 0 0 0 0 0 0" for i, (busy, idle) in
+                                             enumerate(rows)]
+    path.write_text("\n".join(lines + ["intr 0", "ctxt 0"]) + "\n")
+
+
+def test_free_cpus_are_what_other_processes_leave_idle(tmp_path, monkeypatch):
+    import time
+
+    stat = tmp_path / "stat"
+    _stat(stat, [(100, 100), (100, 100), (0, 50)])
+    # while this process sleeps: cpu0 fully busy, cpu1 half busy, cpu2 idle (and not ours)
+    monkeypatch.setattr(time, "sleep", lambda _s: _stat(stat, [(200, 100), (150, 150), (0, 150)]))
+    assert threads.free_cpus({0, 1}, seconds=0, path=stat) == pytest.approx(0.5)
+    assert threads.free_cpus({0}, seconds=0, path=tmp_path / "missing") is None
+
+
+def test_a_core_another_process_keeps_busy_is_left_to_it(restore, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(threads, "_torch_default", 2)
+    monkeypatch.setattr(threads, "free_cpus", lambda *a, **k: 1.1)  # a neighbour spins on one of the two
+    assert threads.use_threads(0) == 1
+    monkeypatch.setattr(threads, "free_cpus", lambda *a, **k: 1.7)
+    assert threads.use_threads(0) == 2
+    monkeypatch.setattr(threads, "free_cpus", lambda *a, **k: 0.1)  # everything busy: still one thread
+    assert threads.use_threads(0) == 1
+    assert threads.use_threads(2) == 2  # --threads wins
+
+
 def test_use_threads_sizes_torch_and_onnxruntime(restore, monkeypatch, small_model):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(threads, "usable_cpus", lambda: 6)
+    monkeypatch.setattr(threads, "free_cpus", lambda *a, **k: None)  # nothing known about other processes
     monkeypatch.setattr(threads, "_torch_default", 8)  # PyTorch's own choice: 8 physical cores
     assert threads.use_threads(0) == 6 and torch.get_num_threads() == 6
     monkeypatch.setattr(threads, "_torch_default", 4)  # 6 usable logical CPUs on 4 cores: 4

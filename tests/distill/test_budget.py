@@ -12,7 +12,7 @@ from torch import nn
 
 from tnncompress.calibrate import calibration_pool
 from tnncompress.distill import Budget, Context, DistillConfig, distil
-from tnncompress.distill.budget import PARTS, WallClock, steps_that_fit
+from tnncompress.distill.budget import PARTS, WallClock, steps_left, steps_that_fit
 from tnncompress.distill.loop import Phase, PhaseState, train_phase
 
 from .conftest import teacher_and_student
@@ -68,12 +68,12 @@ def test_each_phase_gets_its_steps_from_the_time_left_as_it_starts():
     budget = Budget(0, 0, 32, 0.0, 100.0, [list(s) for s in specs], [0.1, 0.2, 0.5], seq_until=30.0)
     config = DistillConfig(algorithm="auto", batch_size=32, checkpoint_every=20, eval_limit=200)
     # the first unit: half of the 20 s left of Seq-KD's part; the second: all of what is left of it
-    assert distil_module._steps_left(0, specs, budget, _Clock(10.0, 90.0), config, 1000) == 100
-    assert distil_module._steps_left(1, specs, budget, _Clock(26.0, 74.0), config, 1000) == 20
+    assert steps_left(0, specs, budget, _Clock(10.0, 90.0), config, 1000) == 100
+    assert steps_left(1, specs, budget, _Clock(26.0, 74.0), config, 1000) == 20
     # the last phase: all that is left, with an evaluation of 2 s every 20 steps (0.6 s a step)
-    assert distil_module._steps_left(2, specs, budget, _Clock(40.0, 60.0, 2.0), config, 1000) == 100
+    assert steps_left(2, specs, budget, _Clock(40.0, 60.0, 2.0), config, 1000) == 100
     # late: the unit still takes one step; the deadline stops what overruns
-    assert distil_module._steps_left(1, specs, budget, _Clock(35.0, 65.0), config, 1000) == 1
+    assert steps_left(1, specs, budget, _Clock(35.0, 65.0), config, 1000) == 1
 
 
 class _Stream:

@@ -13,6 +13,9 @@ from __future__ import annotations
 import contextlib
 import time
 
+from .config import DistillConfig
+from .result import Budget
+
 PARTS = ("pilots", "cache", "unit_inputs", "training", "evaluations", "checkpoints")
 
 
@@ -71,3 +74,41 @@ def steps_that_fit(seconds: float, step_seconds: float, evaluation_seconds: floa
     `steps_per_evaluation` steps; at least one."""
     per_step = step_seconds + (evaluation_seconds / steps_per_evaluation if steps_per_evaluation else 0.0)
     return max(1, int(seconds / max(per_step, 1e-9)))
+
+
+def seq_share(config: DistillConfig) -> float:
+    """The share of a wall-clock budget that Seq-KD's units get."""
+    return config.seq_share if config.algorithm == "auto" else (1.0 if config.algorithm == "seq" else 0.0)
+
+
+def seq_until(clock: WallClock, config: DistillConfig, specs: list) -> float | None:
+    """The second of the budget by which Seq-KD is to end: its share of what the cache and pilots left."""
+    if clock.budget is None or not any(kind == "seq" for kind, _, _ in specs):
+        return None
+    return clock.elapsed() + seq_share(config) * max(clock.left(), 0.0)
+
+
+def deadline_of(index: int, specs: list, budget: Budget, clock: WallClock) -> float | None:
+    """When phase `index` must stop (a time.perf_counter() value): a Seq-KD unit at the end of its share of
+    what is left of Seq-KD's part, the others at the end of the budget."""
+    if clock.budget is None:
+        return None
+    if specs[index][0] == "seq" and budget.seq_until is not None:
+        units_left = sum(k == "seq" for k, _, _ in specs[index:])
+        return time.perf_counter() + max(budget.seq_until - clock.elapsed(), 0.0) / units_left
+    return clock.deadline()
+
+
+def steps_left(index: int, specs: list, budget: Budget, clock: WallClock, config: DistillConfig,
+                train_samples: int) -> int:
+    """Phase `index`'s steps as it starts, from the wall-clock budget left: a Seq-KD unit gets an even
+    share of what is left of Seq-KD's part; the phase after them (or E2E-KD alone) all that is left, less
+    the evaluations its checkpoints will make (as long as the last one took, or a third of a step per
+    batch of test samples before any)."""
+    kind, step = specs[index][0], budget.step_seconds[index]
+    if kind == "seq":
+        units_left = sum(k == "seq" for k, _, _ in specs[index:])
+        return steps_that_fit((budget.seq_until - clock.elapsed()) / units_left, step)
+    every = config.checkpoint_every or config.steps_per_epoch(train_samples)
+    evaluation = clock.mean("evaluations") or step / 3 * (config.eval_limit or 10_000) / config.batch_size
+    return steps_that_fit(clock.left(), step, evaluation + (clock.mean("checkpoints") or 0.0), every)

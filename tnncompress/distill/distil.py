@@ -33,7 +33,7 @@ from ..progress import training_progress
 from ..schema import from_data, to_data
 from ..spectral.control import SpectralControl
 from ..timing import median_seconds
-from .budget import WallClock, steps_that_fit
+from .budget import WallClock, deadline_of, seq_share, seq_until, steps_left, steps_that_fit
 from .config import DistillConfig
 from .distributed import Context
 from .loop import Phase, PhaseState, train_phase
@@ -107,7 +107,7 @@ def distil(teacher: nn.Module, student: nn.Module, train: ClassificationData, te
                                                         budget * config.batch_size / len(train),
                                                         config.budget_seconds(),
                                                         [[k, u.name if u else None, n] for k, u, n in specs],
-                                                        pilots, _seq_until(clock, config, specs)),
+                                                        pilots, seq_until(clock, config, specs)),
                                train.describe(), ctx.world, ctx.device, to_data(config))
         with clock.part("evaluations") if start is None else contextlib.nullcontext():
             _curve_point(result, "start", student, test, config, ctx, known=start)
@@ -146,10 +146,10 @@ def distil(teacher: nn.Module, student: nn.Module, train: ClassificationData, te
                     with clock.part("unit_inputs"):
                         phase.stream = _unit_stream(cache, unit, student, pool, config, seed, ctx)
                 if state.step == 0 and result.budget.step_seconds:  # the phase's steps, from the time left now
-                    steps = phase.steps = _steps_left(index, specs, result.budget, clock, config, len(train))
+                    steps = phase.steps = steps_left(index, specs, result.budget, clock, config, len(train))
                     specs[index] = (kind, unit, steps)
                     result.budget.phases[index][2] = steps
-                deadline = _deadline(index, specs, result.budget, clock)
+                deadline = deadline_of(index, specs, result.budget, clock)
                 own = progress.task(phase.name, steps, config.batch_size, completed=state.step)
 
                 def advance(n: int = 1, loss: float = 0.0, own=own) -> None:
@@ -266,7 +266,7 @@ def _phase_specs(units: list[Unit], config: DistillConfig, train_samples: int, t
         specs = [s for s in specs if s[2] > 0]
         finetune = config.finetune_steps or (budget if config.algorithm == "auto" else 0)
         return specs + ([("finetune", None, finetune)] if finetune else []), []
-    share = _seq_share(config)
+    share = seq_share(config)
     specs, pilots = [], []
     if seq and share > 0:
         per_unit = seconds * share / len(units)
@@ -278,44 +278,6 @@ def _phase_specs(units: list[Unit], config: DistillConfig, train_samples: int, t
         pilots.append(_step_seconds(kind, None, teacher, student, units, config, ctx, stream, None))
         specs.append((kind, None, steps_that_fit(seconds * (1 - share), pilots[-1])))
     return specs, pilots
-
-
-def _seq_share(config: DistillConfig) -> float:
-    """The share of a wall-clock budget that Seq-KD's units get."""
-    return config.seq_share if config.algorithm == "auto" else (1.0 if config.algorithm == "seq" else 0.0)
-
-
-def _seq_until(clock: WallClock, config: DistillConfig, specs: list) -> float | None:
-    """The second of the budget by which Seq-KD is to end: its share of what the cache and pilots left."""
-    if clock.budget is None or not any(kind == "seq" for kind, _, _ in specs):
-        return None
-    return clock.elapsed() + _seq_share(config) * max(clock.left(), 0.0)
-
-
-def _deadline(index: int, specs: list, budget: Budget, clock: WallClock) -> float | None:
-    """When phase `index` must stop (a time.perf_counter() value): a Seq-KD unit at the end of its share of
-    what is left of Seq-KD's part, the others at the end of the budget."""
-    if clock.budget is None:
-        return None
-    if specs[index][0] == "seq" and budget.seq_until is not None:
-        units_left = sum(k == "seq" for k, _, _ in specs[index:])
-        return time.perf_counter() + max(budget.seq_until - clock.elapsed(), 0.0) / units_left
-    return clock.deadline()
-
-
-def _steps_left(index: int, specs: list, budget: Budget, clock: WallClock, config: DistillConfig,
-                train_samples: int) -> int:
-    """Phase `index`'s steps as it starts, from the wall-clock budget left: a Seq-KD unit gets an even
-    share of what is left of Seq-KD's part; the phase after them (or E2E-KD alone) all that is left, less
-    the evaluations its checkpoints will make (as long as the last one took, or a third of a step per
-    batch of test samples before any)."""
-    kind, step = specs[index][0], budget.step_seconds[index]
-    if kind == "seq":
-        units_left = sum(k == "seq" for k, _, _ in specs[index:])
-        return steps_that_fit((budget.seq_until - clock.elapsed()) / units_left, step)
-    every = config.checkpoint_every or config.steps_per_epoch(train_samples)
-    evaluation = clock.mean("evaluations") or step / 3 * (config.eval_limit or 10_000) / config.batch_size
-    return steps_that_fit(clock.left(), step, evaluation + (clock.mean("checkpoints") or 0.0), every)
 
 
 def _step_seconds(kind: str, unit: Unit | None, teacher: nn.Module, student: nn.Module, units: list[Unit],

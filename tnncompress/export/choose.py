@@ -118,12 +118,12 @@ def measured_choices(model: nn.Module, inputs: dict[str, tuple], batches: list[i
         # times from an earlier run on this machine (form_cache), else timed now and kept
         entry = form_cache.key(runtime, layer, sample, batches, {k: p for k, (_, p) in forms.items()},
                                torch.get_num_threads() if runtime == "pytorch" else session_threads())
-        ms = form_cache.lookup(entry, forms, batches)
+        ms = {} if len(forms) == 1 else form_cache.lookup(entry, forms, batches)  # dense alone: nothing to time
         if ms is None:
             ms = _time(_runners({k: m for k, (m, _) in forms.items()}, sample, runtime), sample, batches, runtime,
                        min_time)
             form_cache.store(entry, ms)
-        best = min(ms, key=lambda k: (_geomean(ms[k]), k != DENSE))  # ties: dense, the simpler graph
+        best = min(ms, key=lambda k: (_geomean(ms[k]), k != DENSE)) if ms else DENSE  # ties: dense, the simpler
         record = choice(name, layer, shape, best, forms[best][1])
         record.ms = ms
         out.append(record)
