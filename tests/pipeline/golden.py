@@ -30,7 +30,8 @@ EXPECTED = Path(__file__).with_name("expected_outputs.json")
 SMALL_CNN = ROOT / "tnncompress" / "models" / "checkpoints" / "small_cnn_fashion_mnist.safetensors"
 BUNDLED = ROOT / "tnncompress" / "data" / "bundled" / "fashion-mnist"
 FAST = {"latency": False, "onnx": False, "eval_limit": 200, "kd_eval_limit": 100, "kd_plan": "rebuild",
-        "eval_plan": "rebuild", "device": "cpu", "workers": 0, "calib_samples": 256}
+        "eval_plan": "rebuild", "device": "cpu", "workers": 0, "calib_samples": 256,
+        "threads": 2}  # as stored: not fewer because a neighbour is busy when the run starts (threads.py)
 OVERRIDES = {
     "resnet32-fashion-mnist-mcp": {},
     "resnet32-fashion-mnist-mcp-seqkd": {"kd_steps": 31, "kd_epochs": None},

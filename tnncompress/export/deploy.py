@@ -134,17 +134,11 @@ def bind(layer: TensorizedLayer, input_shape: tuple, path) -> TensorizedLayer:
 
 
 def candidates(layer: TensorizedLayer, input_shape: tuple, batch: int = 1) -> dict[str, tuple[nn.Module, list | None]]:
-    """Every deployment form of `layer` worth timing at up to `batch` samples: candidate name -> (module,
-    chain path or None). The dense form always is; a chain when it fits in memory and needs fewer FLOPs."""
+    """Every deployment form of `layer` at up to `batch` samples: candidate name -> (module, chain path
+    or None)."""
     forms: dict[str, tuple[nn.Module, list | None]] = {DENSE: (dense_module(layer).eval(), None)}
-    with torch.no_grad():
-        expr = layer.plan_for(input_shape)
-    dense = dense_flops(layer, input_shape)
     for name, path in chain_paths(layer, input_shape, batch).items():
-        # a chain needing the dense layer's FLOPs or more runs more operations for no fewer: not worth
-        # timing (ResNet-50's mcp chains at 5%: 1.8x the dense FLOPs, and minutes of timing)
-        if path_cost(expr.network, path)[0] < dense:
-            forms[name] = (bind(layer, input_shape, path), [list(step) for step in path])
+        forms[name] = (bind(layer, input_shape, path), [list(step) for step in path])
     return forms
 
 
