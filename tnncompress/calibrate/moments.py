@@ -226,18 +226,23 @@ def collect_moments(layer: TensorizedLayer, pairs: Iterable[tuple[torch.Tensor, 
     g, t_per = layer.shape.groups, layer.shape.t
     acc: dict[str, torch.Tensor] = {}
     count = 0
-    shifted = None
+    shifted, geometry = None, None  # how E[xx^T] is formed: decided on the first batch, for the shapes it has
     for source, target in pairs:
         dtype = torch.float64 if source.dtype == torch.float64 else torch.float32
         source, target = source.to(dtype), target.to(dtype)
         t = target.reshape(target.shape[0], g, t_per, -1)  # [B, g, T, P]
         if isinstance(layer, TensorizedConv2d):
-            if patches(source[:1], layer).shape[-1] != t.shape[-1]:
-                raise RuntimeError(f"{patches(source[:1], layer).shape[-1]} input patches for {t.shape[-1]} output "
-                                   "positions")
-            padded_grid = tuple(_padded(source[:1], layer).shape[-2:])
-            if shifted is None and _ShiftedProducts.applies(layer, padded_grid):
-                shifted = _ShiftedProducts(layer, padded_grid)
+            if geometry != (source.shape[1:], target.shape[1:]):
+                if patches(source[:1], layer).shape[-1] != t.shape[-1]:
+                    raise RuntimeError(f"{patches(source[:1], layer).shape[-1]} input patches for {t.shape[-1]} "
+                                       "output positions")
+                if geometry is None:
+                    padded_grid = tuple(_padded(source[:1], layer).shape[-2:])
+                    shifted = (_ShiftedProducts(layer, padded_grid) if _ShiftedProducts.applies(layer, padded_grid)
+                               else None)
+                else:
+                    raise RuntimeError("the layer's inputs change shape between batches")
+                geometry = (source.shape[1:], target.shape[1:])
             parts = _conv_parts(source, target.reshape(target.shape[0], g, t_per, *target.shape[-2:]), layer,
                                 shifted)
             positions = target.shape[-2] * target.shape[-1]
