@@ -25,8 +25,10 @@ demo: install
 	$(BIN)/tnncompress run $(TEACHER) --format mcp --rate 0.1 --data fashion-mnist --kd auto --kd-budget 4m \
 		--out demo-resnet32-mcp-auto --force
 
+# One pytest-xdist worker per core, each on one thread (tests/conftest.py); a busy worker's tests are
+# taken over by whichever worker is idle (worksteal). 25 min -> 18 min on the 2-core development machine.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist worksteal
 
 # A quick answer while developing: every test but those marked slow (whole-pipeline runs and anything
 # that took 2 s or more when marked); CI runs the whole suite (`make test`).

@@ -29,6 +29,7 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, today  # noqa: E402
 from tnncompress.compress import compress_model, plan_model, select_layers  # noqa: E402
+from tnncompress.compress.config import CompressConfig  # noqa: E402
 
 FORMATS = ("mcp", "mtt", "cp", "tk")
 RATE = 0.05
@@ -42,7 +43,7 @@ def _plans(fmt: str):
     torch.manual_seed(0)
     model = torchvision.models.resnet50().eval()
     choices = select_layers(model, (3, 224, 224))
-    return model, [p for p in plan_model(model, choices, fmt, RATE) if p.ranks]
+    return model, [p for p in plan_model(model, choices, CompressConfig(format=fmt, rate=RATE)) if p.ranks]
 
 
 def _tensorly_one(fmt: str, plan, kernel: torch.Tensor) -> float:

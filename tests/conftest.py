@@ -26,6 +26,11 @@ if os.environ.get("CI"):
 # the tests were written for; tests/einsum/test_plan_cache.py turns the cache on where it is the subject.
 os.environ["TNNCOMPRESS_PLAN_CACHE"] = "off"
 
+# Under pytest-xdist (`make test` runs one worker per core) each worker computes on one thread: two
+# workers with a thread per core each would take turns on the cores (threads.py says why that is slow).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def small_model() -> torch.nn.Module:

@@ -39,21 +39,30 @@ def median_seconds(fn: Callable[[], object], min_time: float = 0.1, max_reps: in
 
 
 def interleaved_medians(runs: dict[str, Callable[[], object]], min_time: float = 0.2, max_rounds: int = 25,
-                        min_rounds: int = 5) -> dict[str, float]:
+                        min_rounds: int = 5, warm_up: bool = True, drop_above: float | None = None
+                        ) -> dict[str, float]:
     """Median time of each candidate, timed round-robin so that the machine's drift (other processes,
-    clock changes) hits every candidate alike instead of favouring whichever ran in a quiet moment."""
-    for fn in runs.values():  # warm-up
+    clock changes) hits every candidate alike instead of favouring whichever ran in a quiet moment.
+    `warm_up=False` when each was just run at these shapes (a second pass). `drop_above`: a candidate
+    slower than this many times the fastest in the first round is not run again (its one time stands):
+    it cannot be the fastest, and timing it to a median is where the time went (a left-to-right factor
+    chain of a ResNet-50 layer at batch 32: 20x the dense layer)."""
+    for fn in runs.values() if warm_up else ():
         fn()
     times: dict[str, list[float]] = {name: [] for name in runs}
+    active = dict(runs)
     start = time.perf_counter()
     rounds = 0
     while rounds < min_rounds or (time.perf_counter() - start < min_time and rounds < max_rounds):
-        for name, fn in runs.items():
+        for name, fn in active.items():
             t0 = time.perf_counter()
             fn()
             _sync()
             times[name].append(time.perf_counter() - t0)
         rounds += 1
+        if rounds == 1 and drop_above is not None:
+            fastest = min(ts[0] for ts in times.values())
+            active = {name: fn for name, fn in active.items() if times[name][0] <= drop_above * fastest}
     return {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
 
 

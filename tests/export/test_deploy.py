@@ -243,3 +243,23 @@ def test_a_model_without_a_speed_up_says_why_with_the_numbers():
     models["measured"]["1"] = 0.9
     assert FormDecision("onnxruntime", [1, 32], "measured", [], models).why_no_speedup() is None
     assert FormDecision("onnxruntime", [1, 32], "measured", [], models).why_no_speedup("try this") is None
+
+
+def test_a_chain_with_intermediates_far_larger_than_the_flop_optimal_ones_is_not_a_candidate(monkeypatch):
+    """ResNet-50's layer1 3x3 convolution as mcp at rank 32, at 56x56: left to right holds an intermediate
+    32x the FLOP-optimal chain's (it ran 20x slower than the dense layer); it is not timed, unless the
+    factor allows it."""
+    from tnncompress.einsum.autotune import candidate_paths
+    from tnncompress.einsum.paths import path_cost
+    from tnncompress.export import deploy
+    from tnncompress.export.deploy import chain_paths
+
+    layer = TensorizedLayer.from_layer(nn.Conv2d(64, 64, 3, padding=1, bias=False), "mcp", {"r": 32})
+    shape = (1, 64, 56, 56)
+    expr = layer.plan_for(shape)
+    every = candidate_paths(expr, backward=False)
+    largest = {k: path_cost(expr.network, p)[1] for k, p in every.items()}
+    assert largest["naive"] > deploy.MEMORY_FACTOR * largest["optimal"]
+    assert "naive" not in chain_paths(layer, shape) and "optimal" in chain_paths(layer, shape)
+    monkeypatch.setattr(deploy, "MEMORY_FACTOR", 1e6)
+    assert "naive" in chain_paths(layer, shape)

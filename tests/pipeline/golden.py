@@ -2,11 +2,13 @@
 refactoring can show it changes nothing. `python -m tests.pipeline.golden` regenerates
 `expected_outputs.json` (do that only for a deliberate change of results, and say so in the commit).
 The data-aware recipes are sensitive to BLAS summation order at about 1e-3 (float32 moments, then CG and
-factors with a scale freedom): the stored runs are those of torch 2.14.1 on 2 threads (regenerated
+factors with a scale freedom): the stored runs are those of torch 2.14.1 on 1 thread (2 until the suite ran
+one pytest-xdist worker per core, where two threads per golden run fought the other worker; regenerated
 2026-12-07 for issue 27's data-aware fit (moments from shifted correlations, CG stopped by its progress)
 and distillation planned by "rebuild", the dense kernel: no timing, and 4x quicker than FLOP-optimal
-chains on these small layers; with 1 thread the mcp recipe differs by up to 9e-3 in a factor's
-projections).
+chains on these small layers; and again for CP-ALS by a dimension tree with Cholesky solves, the same
+iterates to 10 digits, which the data-aware fit moves by about 1e-4); between 1 and 2 threads the mcp
+recipe differs by up to 9e-3 in a factor's projections).
 
 Each recipe runs as written, with overrides that make it fast and self-contained: a short distillation
 budget, a small calibration pool, small evaluations, no latency or ONNX (neither changes the weights),
@@ -31,7 +33,8 @@ SMALL_CNN = ROOT / "tnncompress" / "models" / "checkpoints" / "small_cnn_fashion
 BUNDLED = ROOT / "tnncompress" / "data" / "bundled" / "fashion-mnist"
 FAST = {"latency": False, "onnx": False, "eval_limit": 200, "kd_eval_limit": 100, "kd_plan": "rebuild",
         "eval_plan": "rebuild", "device": "cpu", "workers": 0, "calib_samples": 256,
-        "threads": 2}  # as stored: not fewer because a neighbour is busy when the run starts (threads.py)
+        "threads": 1}  # as stored: one thread, the same sums on any machine, and no oversubscription
+# when `make test` runs a pytest-xdist worker per core
 OVERRIDES = {
     "resnet32-fashion-mnist-mcp": {},
     "resnet32-fashion-mnist-mcp-seqkd": {"kd_steps": 31, "kd_epochs": None},

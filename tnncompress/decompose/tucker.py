@@ -26,9 +26,10 @@ def tucker_rebuild(core: torch.Tensor, factors: dict[int, torch.Tensor]) -> torc
     return out
 
 
-def hooi(tensor: torch.Tensor, ranks: dict[int, int], max_iter: int = 100, tol: float = 1e-7,
+def hooi(tensor: torch.Tensor, ranks: dict[int, int], max_iter: int = 100, tol: float = 1e-5,
          seed: int = 0) -> TuckerResult:
-    """Stops after `max_iter` sweeps or when the error changes by less than `tol` relative to itself."""
+    """Stops after `max_iter` sweeps or when the error changes by less than `tol` relative to itself (CP-ALS's
+    rule; at 1e-7 a random 512 x 512 x 9 kernel ran all 100 sweeps, 3.6x as long, for 0.02% less error)."""
     g = torch.Generator().manual_seed(seed)
     for mode, r in ranks.items():
         if r > tensor.shape[mode]:

@@ -7,8 +7,8 @@ throw away the other's speed-up. So the decision is made per runtime:
 1. per layer, every candidate (dense, and each factor chain worth trying) is timed at the layer's input
    shape for each deployment batch size: in onnxruntime as a one-layer graph, in PyTorch as the module;
    candidates are timed round-robin and the medians kept (and kept on disk for the next run on this
-   machine: form_cache.py). The layer takes the candidate with the lowest geometric mean over the batch
-   sizes;
+   machine: form_cache.py); one 3x slower than the fastest in the first round is not run again. The
+   layer takes the candidate with the lowest geometric mean over the batch sizes;
 2. per model, the assignment this gives is timed against the two pure assignments (every layer dense,
    every layer its FLOP-optimal chain; a chain too large for memory at the largest batch is dense
    in every assignment, see `deploy.chain_fits`), whole, round-robin, at each batch size, and the one
@@ -38,6 +38,7 @@ from .deploy import DENSE, FORMS, DeployChoice, candidates, choice, deployed, fi
 from .onnx_graph import INPUT, OUTPUT, session, to_onnx
 
 RUNTIMES = ("onnxruntime", "pytorch")
+DROP_ABOVE = 3.0  # a layer's candidate 3x slower than its fastest in the first round is timed no more
 ASSIGNMENTS = ("measured", "dense", "factors")  # the per-layer choice and the two pure forms
 
 
@@ -89,15 +90,17 @@ def _runners(modules: dict[str, nn.Module], sample_shape: tuple, runtime: str) -
 
 
 def _time(runners: dict, sample_shape: tuple, batches: list[int], runtime: str, min_time: float,
-          seed: int = 0) -> dict[str, dict[str, float]]:
-    """candidate -> batch -> median ms, timed round-robin per batch size."""
+          seed: int = 0, warm_up: bool = True, drop_above: float | None = None) -> dict[str, dict[str, float]]:
+    """candidate -> batch -> median ms, timed round-robin per batch size (`warm_up`: run each once first;
+    `drop_above`: see `interleaved_medians`)."""
     out: dict[str, dict[str, float]] = {name: {} for name in runners}
     generator = torch.Generator().manual_seed(seed)
     for batch in batches:
         x = torch.randn(batch, *sample_shape, generator=generator)
         feed = x.numpy().astype(np.float32) if runtime == "onnxruntime" else x
         times = interleaved_medians({name: (lambda run=run, feed=feed: run(feed)) for name, run in runners.items()},
-                                    min_time=min_time, max_rounds=15, min_rounds=3)
+                                    min_time=min_time, max_rounds=15, min_rounds=3, warm_up=warm_up,
+                                    drop_above=drop_above)
         for name, seconds in times.items():
             out[name][str(batch)] = 1e3 * seconds
     return out
@@ -121,7 +124,7 @@ def measured_choices(model: nn.Module, inputs: dict[str, tuple], batches: list[i
         ms = {} if len(forms) == 1 else form_cache.lookup(entry, forms, batches)  # dense alone: nothing to time
         if ms is None:
             ms = _time(_runners({k: m for k, (m, _) in forms.items()}, sample, runtime), sample, batches, runtime,
-                       min_time)
+                       min_time, drop_above=DROP_ABOVE)
             form_cache.store(entry, ms)
         best = min(ms, key=lambda k: (_geomean(ms[k]), k != DENSE)) if ms else DENSE  # ties: dense, the simpler
         record = choice(name, layer, shape, best, forms[best][1])
@@ -176,8 +179,10 @@ def distinct_key(options: dict, name: str, distinct: dict) -> str:
 
 def time_models(runners: dict, input_size: tuple, batches, runtime: str, min_time: float) -> dict:
     """assignment -> batch -> ms of whole models, timed round-robin in two passes (the second in reverse
-    order), each keeping the slower of its two medians (see the module docstring)."""
-    passes = [_time(dict(order), tuple(input_size), list(batches), runtime, min_time, seed)
+    order), each keeping the slower of its two medians (see the module docstring). The second pass does not
+    warm up again: the first left every model warm at every batch size (a whole ResNet-50 at batch 32 is
+    over a second a call)."""
+    passes = [_time(dict(order), tuple(input_size), list(batches), runtime, min_time, seed, warm_up=seed == 0)
               for seed, order in enumerate((list(runners.items()), list(runners.items())[::-1]))]
     return {name: {b: max(p[name][b] for p in passes) for b in passes[0][name]} for name in runners}
 

@@ -25,6 +25,7 @@ CHAIN_MARGIN = 0.8  # "flops": the chain is used when its FLOPs are below this f
 FORMS = ("auto", "flops", "dense", "factors")
 DENSE, CHAIN = "dense", "optimal"  # the two pure forms' candidates
 FLOP_FACTOR = 2  # chains with more than this many times the FLOP-optimal chain's FLOPs are not tried
+MEMORY_FACTOR = 4  # ... nor with a largest intermediate more than this many times the FLOP-optimal chain's
 
 
 @dataclass
@@ -111,10 +112,14 @@ def chain_paths(layer: TensorizedLayer, input_shape: tuple, batch: int = 1) -> d
     paths.pop("rebuild", None)
     paths.pop("optimal-forward", None)  # the same as "optimal" when no backward pass is counted
     paths.setdefault(CHAIN, expr.path)  # the FLOP-optimal chain is a candidate (a pure form) if it fits
-    # A chain far costlier than the FLOP-optimal one is not worth timing (left to right can be 500x it).
-    cheapest = path_cost(expr.network, paths[CHAIN])[0]
+    # A chain far costlier than the FLOP-optimal one is not worth timing (left to right can be 500x it), nor
+    # one whose largest intermediate is far larger: it is bound by memory traffic (ResNet-50's mcp chains at
+    # 5%: 6x and 32x the intermediate ran 25x and 20x slower than the dense layer, at 1.0-1.5x the FLOPs).
+    cost = {name: path_cost(expr.network, path)[:2] for name, path in paths.items()}  # (FLOPs, intermediate)
+    cheapest, smallest = cost[CHAIN]
     return {name: path for name, path in paths.items()
-            if (name == CHAIN or path_cost(expr.network, path)[0] <= FLOP_FACTOR * cheapest)
+            if (name == CHAIN or (cost[name][0] <= FLOP_FACTOR * cheapest
+                                  and cost[name][1] <= MEMORY_FACTOR * smallest))
             and chain_fits(expr, path, batch)}
 
 
