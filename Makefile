@@ -25,10 +25,14 @@ demo: install
 	$(BIN)/tnncompress run $(TEACHER) --format mcp --rate 0.1 --data fashion-mnist --kd auto --kd-budget 4m \
 		--out demo-resnet32-mcp-auto --force
 
-# One pytest-xdist worker per core, each on one thread (tests/conftest.py); a busy worker's tests are
-# taken over by whichever worker is idle (worksteal). 25 min -> 18 min on the 2-core development machine.
+# One pytest-xdist worker per core this process may use (at most 4: each holds its own torch, and the
+# whole-pipeline tests need a few GB each), each on one thread (tests/conftest.py); a busy worker's tests
+# are taken over by whichever worker is idle (worksteal). 25 min -> 12 min on the 2-core development
+# machine (BENCHMARKS.md).
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); [ "$$n" -gt 4 ] && n=4; echo $$n)
+
 test: install
-	$(BIN)/python -m pytest -q -n auto --dist worksteal
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # A quick answer while developing: every test but those marked slow (whole-pipeline runs and anything
 # that took 2 s or more when marked); CI runs the whole suite (`make test`).
