@@ -36,7 +36,8 @@ class TnncompressError(Exception):
 
     def render(self, name_of: Callable[[str], str]) -> str:
         """The message with each option reference written by `name_of(key)`."""
-        return _OPTION.sub(lambda m: name_of(m.group(1)), super().__str__())
+        # (Exception's text, not a KeyError's repr, for an error that is also a KeyError)
+        return _OPTION.sub(lambda m: name_of(m.group(1)), Exception.__str__(self))
 
     def __str__(self) -> str:  # the library's wording: option references as recipe keys
         return self.render(lambda key: f"{key[3:]}=False" if key.startswith("no_") else key)

@@ -18,6 +18,7 @@ import operator
 from dataclasses import dataclass, field
 
 from .errors import UsageError, brief, opt
+from .registry import suggestion
 from .schema import coerce, hints
 
 
@@ -53,7 +54,8 @@ class Option:
     def check(self, value: object) -> None:
         for v in (value if isinstance(value, list) else [value]) if value is not None else []:
             if self.choices is not None and v not in self.choices:
-                raise UsageError(f"{opt(self.flat)} {brief(v)}: use one of {', '.join(map(str, self.choices))}")
+                names = [str(c) for c in self.choices]
+                raise UsageError(f"{opt(self.flat)} {brief(v)}: use one of {', '.join(names)}{suggestion(v, names)}")
             for bound, ok, words in ((self.minimum, operator.ge, "at least"), (self.maximum, operator.le, "at most"),
                                      (self.above, operator.gt, "greater than"), (self.below, operator.lt, "less than")):
                 if bound is not None and not ok(v, bound):

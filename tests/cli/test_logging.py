@@ -17,7 +17,8 @@ STAGE_LINES = ("architecture tnncompress:small_cnn", "data: fashion-mnist", "pla
 
 def _run(tmp_path, *flags):
     args = ["run", str(SMALL_CNN), "-f", "cp", "-r", "0.2", "-d", "fashion-mnist", "--eval-limit", "200",
-            "--no-latency", "--deploy-form", "flops", "--out", str(tmp_path / f"o{len(flags)}{''.join(flags)}"),
+            "--no-latency", "--deploy-form", "flops", "--calib-samples", "256",
+            "--out", str(tmp_path / f"o{len(flags)}{''.join(flags)}"),
             *flags]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output

@@ -99,7 +99,8 @@ def test_torchvision_resnet18_roundtrip(tmp_path):
     torch.save(torchvision.models.resnet18(num_classes=7).state_dict(), tmp_path / "r18.pt")
     loaded = load_model(tmp_path / "r18.pt", input_size="3,64,64")
     choices = select_layers(loaded.model, loaded.input_size)
-    plans = [plan_layer(loaded.model.get_submodule(c.info.name), c.info, "tk", 0.1)
+    rate = 0.05  # small Tucker ranks: HOOI's sweeps are what this test would otherwise spend its time on
+    plans = [plan_layer(loaded.model.get_submodule(c.info.name), c.info, "tk", rate)
              for c in choices if c.status == "compress"]
     student, _ = compress_model(loaded.model, plans)
     write_compressed(tmp_path / "out", student, loaded.arch, loaded.arch_kwargs, loaded.input_size)
@@ -107,7 +108,7 @@ def test_torchvision_resnet18_roundtrip(tmp_path):
     assert torch.equal(tnncompress.load(tmp_path / "out")(x), student.eval()(x))
     total_before = sum(p.params_original for p in plans)
     total_after = sum(p.params_compressed for p in plans)
-    assert 0.09 * total_before <= total_after <= 0.1 * total_before
+    assert 0.9 * rate * total_before <= total_after <= rate * total_before
 
 
 def test_load_refuses_what_is_not_an_output(tmp_path):

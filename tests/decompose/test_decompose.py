@@ -165,3 +165,29 @@ def test_cp_als_takes_the_textbook_steps(shape, rank):
     a, b = _rand(3, 2, seed=1), _rand(4, 2, seed=2)
     assert torch.equal(khatri_rao([a, b]), torch.stack([a[i] * b[j] for i in range(3) for j in range(4)]))
     assert split_modes((64, 64, 64, 9)) == 2 and split_modes((512, 3, 3, 512)) == 2 and split_modes((9, 8)) == 1
+
+
+@pytest.mark.parametrize("shape", [(5, 4), (4, 3, 5), (3, 4, 2, 5), (2, 3, 4, 2, 3)])
+def test_tr_als_normal_equations_from_two_half_contractions_are_the_gradients_of_the_fit(shape):
+    """B_k = X_(k) Q is the gradient of <X, ring(cores)> in core k (the ring is linear in each core): the
+    sweep's two half contractions give it for every core, and the residual from the normal equations is
+    the rebuilt one."""
+    from tnncompress.decompose.tr import _gram, _HalfContractions, _residual
+
+    d = len(shape)
+    ranks = [2 + (k % 3) for k in range(d)]
+    cores = [_rand(ranks[k], shape[k], ranks[(k + 1) % d], seed=30 + k) for k in range(d)]
+    x = _rand(*shape, seed=29)
+    halves = _HalfContractions(x)
+    for segment in range(2):
+        halves.start(cores, segment)
+        for k in halves.mine:
+            leaf = cores[k].clone().requires_grad_()
+            fit = (x * tr_rebuild([leaf if j == k else c for j, c in enumerate(cores)])).sum()
+            (grad,) = torch.autograd.grad(fit, leaf)  # [R_k, I_k, R_k+1]
+            want = grad.permute(1, 0, 2).reshape(shape[k], -1)
+            assert torch.allclose(halves.rhs(cores, k), want, rtol=1e-12, atol=1e-12)
+            sol, gram = cores[k].permute(1, 0, 2).reshape(shape[k], -1), _gram(cores, k)
+            rebuilt = float((tr_rebuild(cores) - x).norm() / x.norm())
+            assert abs(_residual(float(x.norm()) ** 2, gram, want, sol) - rebuilt) < 1e-10
+    assert sorted(halves.segments[0]) + sorted(halves.segments[1]) == list(range(d))

@@ -101,13 +101,16 @@ def test_matches_reference_float32(problem, seed):
 
 
 @pytest.mark.slow
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems(), st.integers(0, 2**16))
 def test_gradients(problem, seed):
     text, shapes, kwargs, optimize, conv, terms = problem
     assume(_fits(shapes, kwargs, conv, terms))
     ops = [t.requires_grad_() for t in _tensors(shapes, torch.float64, seed)]
-    assert torch.autograd.gradcheck(lambda *o: conv_einsum(text, *o, optimize=optimize, **kwargs), ops)
+    # fast mode compares u^T J v with its finite difference for random u, v: any wrong Jacobian entry shows
+    # (with probability 1), at one derivative per input instead of one per input entry
+    assert torch.autograd.gradcheck(lambda *o: conv_einsum(text, *o, optimize=optimize, **kwargs), ops,
+                                    fast_mode=True)
 
 
 @settings(max_examples=60, deadline=None)

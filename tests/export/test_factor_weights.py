@@ -5,6 +5,7 @@ factors. Checked for every format against the graph that stores the products, in
 from __future__ import annotations
 
 import copy
+import functools
 
 import numpy as np
 import onnx
@@ -41,6 +42,12 @@ class Net(nn.Module):
 
 
 def compressed(fmt: str, rate: float = 0.2) -> nn.Module:
+    """The net with its layers in `fmt` (a copy: the decompositions are made once per format and rate)."""
+    return copy.deepcopy(_compressed(fmt, rate))
+
+
+@functools.cache
+def _compressed(fmt: str, rate: float) -> nn.Module:
     torch.manual_seed(0)
     net = Net().eval()
     f = get_format(fmt)

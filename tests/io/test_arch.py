@@ -38,9 +38,10 @@ def test_detect_nothing():
     assert detect_arch({"weird.weight": torch.zeros(3, 3)}) == []
 
 
-def test_ambiguous_detection_lists_candidates(tmp_path, monkeypatch):
+def test_ambiguous_detection_lists_candidates(tmp_path, request):
     twin = registry.ModelEntry("small_cnn_twin", registry.get_entry("small_cnn").factory, (1, 28, 28), "twin")
-    monkeypatch.setitem(registry._REGISTRY, "small_cnn_twin", twin)
+    registry.MODELS.add("small_cnn_twin", twin)
+    request.addfinalizer(lambda: registry.MODELS.remove("small_cnn_twin"))
     torch.save(create_model("small_cnn").state_dict(), tmp_path / "m.pt")
     with pytest.raises(CheckpointError, match="several architectures: tnncompress:small_cnn, "
                                               "tnncompress:small_cnn_twin"):

@@ -20,7 +20,7 @@ from pathlib import Path
 from torch import nn
 
 from ..errors import UsageError, brief, opt
-from ..formats import get_format, list_formats, tensorize
+from ..formats import FORMATS, get_format, tensorize
 from ..io import read_yaml
 from .config import CompressConfig
 from .ranks import LayerPlan, kernel_shape, plan_layer
@@ -44,9 +44,8 @@ def read_ranks_file(path: str | Path) -> dict[str, dict]:
             raise UsageError(f"{path}: layer {brief(key)}: expected {{format: NAME, ranks: {{name: int}}}}, "
                              f"got {brief(entry)}")
         fmt = entry.get("format")
-        if fmt is not None and fmt not in list_formats():
-            raise UsageError(f"{path}: layer {brief(key)}: unknown format {brief(fmt)}; "
-                             f"known: {', '.join(list_formats())}")
+        if fmt is not None and fmt not in FORMATS:
+            raise UsageError(f"{path}: layer {brief(key)}: {FORMATS.unknown(fmt)}")
         ranks = entry.get("ranks")
         if ranks is not None and (not isinstance(ranks, dict)
                                   or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import UsageError, brief, opt
 from ..limits import check
+from ..registry import Registry
 from .datasets import ClassificationData
 
 SPLITS = ("train", "test")
@@ -36,21 +37,19 @@ class DatasetKind:
     description: str
 
 
-_KINDS: dict[str, DatasetKind] = {}
+DATASETS: Registry[DatasetKind] = Registry("dataset kind")
 
 
 def register_dataset(name: str, needs_dir: bool, description: str) -> Callable[[Loader], Loader]:
     def wrap(fn: Loader) -> Loader:
-        if name in _KINDS:
-            raise ValueError(f"dataset kind {name!r} registered twice")
-        _KINDS[name] = DatasetKind(name, needs_dir, fn, description)
+        DATASETS.add(name, DatasetKind(name, needs_dir, fn, description))
         return fn
 
     return wrap
 
 
 def list_datasets() -> list[DatasetKind]:
-    return list(_KINDS.values())
+    return DATASETS.entries()
 
 
 @dataclass(frozen=True)
@@ -91,10 +90,10 @@ def parse_spec(text: str) -> DataSpec:
         text, query = text.rsplit("?", 1)
         options = _query(query)
     name, _, path = text.partition(":")
-    kind = _KINDS.get(name)
-    if kind is None:
-        raise UsageError(f"{opt('data')} {brief(name)}: unknown dataset; use one of: " + ", ".join(
-            k.name + (":DIR" if k.needs_dir else "") for k in _KINDS.values()))
+    if name not in DATASETS:
+        raise UsageError(f"{opt('data')} {brief(name)}: unknown dataset{DATASETS.suggest(name)} (known: "
+                         f"{DATASETS.listed(lambda n, k: n + (':DIR' if k.needs_dir else ''))})")
+    kind = DATASETS.get(name)
     if kind.needs_dir:
         if not path:
             raise UsageError(f"dataset {name} needs a directory: {name}:DIR")
@@ -114,4 +113,4 @@ def load_data(spec: DataSpec | str, split: str = "test", input_size: tuple[int, 
         spec = parse_spec(spec)
     if split not in SPLITS:
         raise UsageError(f"split must be one of {', '.join(SPLITS)}, got {brief(split)}")
-    return _KINDS[spec.kind].load(spec, split, input_size, num_classes)
+    return DATASETS.get(spec.kind).load(spec, split, input_size, num_classes)

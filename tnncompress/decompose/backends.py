@@ -15,6 +15,7 @@ from typing import Protocol
 import torch
 
 from ..errors import UsageError
+from ..registry import Registry
 from .cp import cp_als
 from .tr import tr_als
 from .tt import tt_svd
@@ -102,11 +103,10 @@ class TensorLy:
                              f"{tuple(tensor.shape)} ({exc}); use the native decomposer") from None
 
 
-DECOMPOSERS: dict[str, Decomposer] = {d.name: d for d in (Native(), TensorLy())}
+DECOMPOSERS: Registry[Decomposer] = Registry("decomposer")
+for _decomposer in (Native(), TensorLy()):
+    DECOMPOSERS.add(_decomposer.name, _decomposer)
 
 
 def get_decomposer(name: str) -> Decomposer:
-    try:
-        return DECOMPOSERS[name]
-    except KeyError:
-        raise UsageError(f"unknown decomposer {name!r}; use one of {', '.join(DECOMPOSERS)}") from None
+    return DECOMPOSERS.get(name)

@@ -11,12 +11,14 @@ between a 786k x R^2 least-squares problem per kh/kw core update and a few small
 
 from __future__ import annotations
 
+import math
 import string
 from dataclasses import dataclass
 
 import torch
 from opt_einsum import contract
 
+from .cp import split_modes
 from .linalg import relative_error
 from .tt import tt_svd
 
@@ -38,25 +40,80 @@ def tr_rebuild(cores: list[torch.Tensor]) -> torch.Tensor:
     return contract(f"{','.join(terms)}->{modes}", *cores, backend="torch")
 
 
-def _normal_equations(tensor: torch.Tensor, cores: list[torch.Tensor], k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For core k: the Gram matrix G = Q^T Q [(R_k R_(k+1)), (R_k R_(k+1))] and B = X_(k) Q [I_k, R_k R_(k+1)]
-    of the subchain Q[b, m, a] (b = R_(k+1), a = R_k), columns ordered (a, b)."""
+def _gram(cores: list[torch.Tensor], k: int) -> torch.Tensor:
+    """G = Q^T Q [(R_k R_(k+1)), (R_k R_(k+1))] of the subchain Q[b, m, a] of the cores other than k
+    (b = R_(k+1), a = R_k; columns ordered (a, b)), chained from the cores' own Gram tensors."""
     d = len(cores)
     order = [(k + j) % d for j in range(1, d)]
     first = cores[order[0]]
     gram = torch.einsum("piq,rit->prqt", first, first)  # [b, b', q, q']
     for j in order[1:]:
         gram = contract("prqt,qiu,tiv->pruv", gram, cores[j], cores[j], backend="torch")
-    # X Q in one contraction, in the order opt_einsum finds cheapest (largest modes first, typically)
+    r_next, r_k = gram.shape[0], gram.shape[2]
+    return gram.permute(2, 0, 3, 1).reshape(r_k * r_next, r_k * r_next)
+
+
+def _chain(cores: list[torch.Tensor]) -> torch.Tensor:
+    """The cores of a segment of the ring multiplied out: [R_first, product of their modes, R_after_last]."""
+    chain = cores[0]
+    for core in cores[1:]:
+        chain = torch.einsum("aib,bjc->aijc", chain, core).reshape(chain.shape[0], -1, core.shape[2])
+    return chain
+
+
+def _normal_equations(tensor: torch.Tensor, cores: list[torch.Tensor], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """For core k: the Gram matrix G = Q^T Q and B = X_(k) Q [I_k, R_k R_(k+1)], X Q in one contraction.
+    (The sweep takes B from `_HalfContractions` instead; this is its definition, kept for the tests.)"""
+    d = len(cores)
+    order = [(k + j) % d for j in range(1, d)]
     modes, bonds = string.ascii_lowercase[:d], string.ascii_uppercase[:d]  # bond j joins cores j-1 and j
     terms = [f"{bonds[j]}{modes[j]}{bonds[(j + 1) % d]}" for j in order]
     y = contract(f"{modes},{','.join(terms)}->{modes[k]}{bonds[(k + 1) % d]}{bonds[k]}", tensor,
                  *(cores[j] for j in order), backend="torch")
-    # y: [i_k, b, a]; gram: [b, b', a, a']
-    r_next, r_k = gram.shape[0], gram.shape[2]
-    g = gram.permute(2, 0, 3, 1).reshape(r_k * r_next, r_k * r_next)
-    b = y.permute(0, 2, 1).reshape(tensor.shape[k], r_k * r_next)
-    return g, b
+    return _gram(cores, k), y.permute(0, 2, 1).reshape(tensor.shape[k], -1)
+
+
+def _residual(norm2: float, gram: torch.Tensor, rhs: torch.Tensor, sol: torch.Tensor) -> float:
+    """||X - X~|| / ||X|| right after core k was set to `sol` = G_k(2), from its normal equations alone:
+    ||X - X~||^2 = ||X||^2 - 2 <X, X~> + ||X~||^2 with <X, X~> = <B, G_k(2)> and ||X~||^2 = <G_k(2) Q^T Q,
+    G_k(2)> (no rebuild of the tensor)."""
+    fit2 = norm2 - 2 * float((rhs * sol).sum()) + float(((sol @ gram) * sol).sum())
+    return math.sqrt(max(fit2, 0.0) / norm2)
+
+
+class _HalfContractions:
+    """B = X_(k) Q for every core k of a sweep from two products with the tensor, not d: the modes are
+    split into two contiguous segments of the ring, [0, h) and [h, d). While the cores of one segment are
+    updated, the other segment's cores are fixed, so X contracted with the other segment's chain (one
+    matrix product, the tensor as a [first segment] x [second segment] matrix) serves every core of the
+    segment; each core's B then contracts that much smaller tensor with the rest of its own segment. The
+    same least-squares steps as contracting X with the d - 1 other cores for each core, in the same order."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.shape, d = tuple(tensor.shape), tensor.ndim
+        self.split = split_modes(self.shape)
+        self.matrix = tensor.reshape(math.prod(self.shape[:self.split]), -1)
+        self.segments = (range(0, self.split), range(self.split, d))
+
+    def start(self, cores: list[torch.Tensor], segment: int) -> None:
+        """X contracted with the chain of the other segment's cores: [modes of `segment`, R_start, R_end]
+        (R_start, R_end the bonds at its first core's left and past its last core)."""
+        mine, other = self.segments[segment], self.segments[1 - segment]
+        chain = _chain([cores[j] for j in other])  # [R_end, I_other, R_start]
+        matrix = self.matrix if segment == 0 else self.matrix.T
+        half = matrix @ chain.permute(1, 2, 0).reshape(chain.shape[1], -1)  # [(I_mine), (R_start R_end)]
+        self.mine = mine
+        self.half = half.reshape(*(self.shape[j] for j in mine), chain.shape[2], chain.shape[0])
+
+    def rhs(self, cores: list[torch.Tensor], k: int) -> torch.Tensor:
+        d, mine = len(cores), self.mine
+        modes, bonds = string.ascii_lowercase[:d], string.ascii_uppercase[:d]  # bond j joins cores j-1 and j
+        first, end = mine[0], (mine[-1] + 1) % d
+        half = "".join(modes[j] for j in mine) + bonds[first] + bonds[end]
+        terms = [f"{bonds[j]}{modes[j]}{bonds[(j + 1) % d]}" for j in mine if j != k]
+        y = contract(",".join([half, *terms]) + f"->{modes[k]}{bonds[(k + 1) % d]}{bonds[k]}", self.half,
+                     *(cores[j] for j in mine if j != k), backend="torch")
+        return y.permute(0, 2, 1).reshape(self.shape[k], -1)
 
 
 def tr_als(tensor: torch.Tensor, ranks: list[int], max_iter: int = 100, tol: float = 1e-5,
@@ -93,16 +150,24 @@ def _tr_als_once(tensor, ranks, max_iter, tol, seed, init_noise) -> TRResult:
         full = torch.randn(r_in, tensor.shape[k], r_out, generator=g, dtype=tensor.dtype).to(tensor.device) * scale
         full[: core.shape[0], :, : core.shape[2]] += core
         cores.append(full)
-    norm = torch.linalg.vector_norm(tensor)
+    norm2 = float(torch.linalg.vector_norm(tensor)) ** 2
+    exact_below = 1e4 * math.sqrt(torch.finfo(tensor.dtype).eps)  # as CP-ALS's
+    halves = _HalfContractions(tensor) if d > 1 else None
     previous, it = None, 0
     for it in range(1, max_iter + 1):  # noqa: B007  (the count is reported)
-        for k in range(d):
-            # X_(k) [I_k, M] ~ G_k(2) [I_k, R_k R_(k+1)] @ Q(2)^T: G_k(2) = X_(k) Q (Q^T Q)^+
-            gram, rhs = _normal_equations(tensor, cores, k)
-            sol = rhs @ torch.linalg.pinv(gram, hermitian=True)
-            r_k, r_next = cores[k].shape[0], cores[k].shape[2]
-            cores[k] = sol.reshape(tensor.shape[k], r_k, r_next).permute(1, 0, 2)
-        residual = float(torch.linalg.vector_norm(tr_rebuild(cores) - tensor) / norm)
+        for segment in range(2) if halves else [None]:
+            if halves:
+                halves.start(cores, segment)
+            for k in halves.mine if halves else range(d):
+                # X_(k) [I_k, M] ~ G_k(2) [I_k, R_k R_(k+1)] @ Q(2)^T: G_k(2) = X_(k) Q (Q^T Q)^+
+                gram, rhs = ((_gram(cores, k), halves.rhs(cores, k)) if halves
+                             else _normal_equations(tensor, cores, k))
+                sol = rhs @ torch.linalg.pinv(gram, hermitian=True)
+                r_k, r_next = cores[k].shape[0], cores[k].shape[2]
+                cores[k] = sol.reshape(tensor.shape[k], r_k, r_next).permute(1, 0, 2)
+        residual = _residual(norm2, gram, rhs, sol)
+        if residual < exact_below:  # near an exact fit the expansion cancels: rebuild there
+            residual = float(torch.linalg.vector_norm(tr_rebuild(cores) - tensor)) / math.sqrt(norm2)
         if residual < 1e-13 or (previous is not None and abs(previous - residual) < tol * residual):
             break
         previous = residual

@@ -13,13 +13,15 @@ is replayed at load time without measuring again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import opt_einsum
 from opt_einsum.paths import DynamicProgramming, linear_to_ssa
 
+from ..registry import Registry
 from .network import Network
 
 OPTIMAL_LIMIT = 12
-STRATEGIES = ("optimal", "naive", "rebuild", "greedy")
 
 
 def naive_path(n: int) -> list[tuple[int, int]]:
@@ -121,17 +123,17 @@ def check_path(n: int, path) -> list[tuple[int, int]]:
 def find_path(net: Network, strategy, backward: bool = False) -> list[tuple[int, int]]:
     if not isinstance(strategy, str):
         return check_path(net.n, strategy)
-    if net.n == 1:
-        return []
-    if strategy == "naive":
-        return naive_path(net.n)
-    if strategy == "rebuild":
-        return rebuild_path(net, backward)
-    if strategy == "greedy" or (strategy == "optimal" and net.n > OPTIMAL_LIMIT):
-        return greedy_path(net)
-    if strategy == "optimal":
-        return optimal_path(net, backward)
-    raise ValueError(f"unknown path strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+    if strategy not in PATH_STRATEGIES:  # (a ValueError, as an invalid explicit path is)
+        raise ValueError(PATH_STRATEGIES.unknown(strategy))
+    return [] if net.n == 1 else PATH_STRATEGIES.get(strategy)(net, backward)
+
+
+PATH_STRATEGIES: Registry[Callable[[Network, bool], list[tuple[int, int]]]] = Registry("path strategy")
+PATH_STRATEGIES.add("optimal", lambda net, backward: (greedy_path(net) if net.n > OPTIMAL_LIMIT
+                                                      else optimal_path(net, backward)))
+PATH_STRATEGIES.add("naive", lambda net, backward: naive_path(net.n))
+PATH_STRATEGIES.add("rebuild", rebuild_path)
+PATH_STRATEGIES.add("greedy", lambda net, backward: greedy_path(net))
 
 
 def path_cost(net: Network, path: list[tuple[int, int]], backward: bool = False) -> tuple[int, int, list]:

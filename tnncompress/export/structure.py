@@ -9,13 +9,14 @@ against the layer they plan); whether the layers fit the weights is checked afte
 
 from __future__ import annotations
 
+from ..einsum import PATH_STRATEGIES
 from ..errors import CheckpointError, MalformedFileError, brief
 from ..formats import list_formats
 from ..limits import check
 
 STRUCTURE_SCHEMA = 1
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-OPTIMIZE = ("optimal", "measure", "naive", "rebuild", "greedy")
+OPTIMIZE = ("measure", *PATH_STRATEGIES)  # what a recorded layer may name: a strategy, or timed plans
 LOAD = ("dense", "factors", None)
 MAX_DIM = 1 << 24  # channels, kernel taps, modes or ranks beyond this are not a model's
 

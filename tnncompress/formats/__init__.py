@@ -5,9 +5,10 @@
 """
 
 from . import cp, svd, tr, tt, tucker  # noqa: F401  (registers the formats)
-from .base import Format, KernelShape, Ranks, get_format, list_formats
+from .base import FORMATS, Format, KernelShape, Ranks, get_format, list_formats
 from .layer import TensorizedConv2d, TensorizedLayer, TensorizedLinear, planned
 from .tensorize import Tensorization, balanced_factors, interleave, tensorize
 
-__all__ = ["Format", "KernelShape", "Ranks", "TensorizedConv2d", "TensorizedLayer", "TensorizedLinear", "Tensorization",
+__all__ = ["FORMATS", "Format", "KernelShape", "Ranks", "TensorizedConv2d", "TensorizedLayer", "TensorizedLinear",
+           "Tensorization",
            "balanced_factors", "get_format", "interleave", "list_formats", "planned", "tensorize"]

@@ -21,6 +21,7 @@ import torch
 
 from ..decompose import Decomposer, get_decomposer
 from ..einsum import contract_expression, conv_einsum
+from ..registry import Registry
 from .tensorize import Tensorization
 
 Ranks = dict[str, int]
@@ -196,30 +197,22 @@ class Format(ABC):
         return expr.flops
 
 
-_FORMATS: dict[str, Format] = {}
+_ORDER = ("svd", "cp", "tk", "tt", "tr")
+# plain formats first, then the reshaped ones, each in the order svd, cp, tk, tt, tr
+FORMATS: Registry[Format] = Registry("format", order=lambda n, f: (
+    f.reshaped, _ORDER.index(n.removeprefix("m")) if n.removeprefix("m") in _ORDER else len(_ORDER), n))
 
 
 def register_format(fmt: Format) -> Format:
-    if fmt.name in _FORMATS:
-        raise ValueError(f"format {fmt.name!r} registered twice")
-    _FORMATS[fmt.name] = fmt
-    return fmt
+    return FORMATS.add(fmt.name, fmt)
 
 
 def get_format(name: str) -> Format:
-    try:
-        return _FORMATS[name]
-    except KeyError:
-        raise KeyError(f"unknown format {name!r}; known: {', '.join(list_formats())}") from None
-
-
-_ORDER = ("svd", "cp", "tk", "tt", "tr")
+    return FORMATS.get(name)
 
 
 def list_formats() -> list[str]:
-    """Plain formats first, then the reshaped ones, each in the order svd, cp, tk, tt, tr."""
-    return sorted(_FORMATS, key=lambda n: (_FORMATS[n].reshaped, _ORDER.index(n.removeprefix("m"))
-                                           if n.removeprefix("m") in _ORDER else len(_ORDER), n))
+    return FORMATS.names()
 
 
 def largest(candidates, params_of, budget: int):

@@ -50,8 +50,8 @@ def parse_arch(text: str, origin: str = opt("arch")) -> ArchSpec:
             raise UsageError(f"{origin} {brief(text)}: torchvision has no classification model {brief(name)}")
         return ArchSpec("torchvision", name)
     if source == "tnncompress":
-        if name not in zoo.list_models():
-            raise UsageError(f"{origin} {brief(text)}: unknown zoo model; known: {', '.join(zoo.list_models())}")
+        if name not in zoo.MODELS:
+            raise UsageError(f"{origin} {brief(text)}: {zoo.MODELS.unknown(name)}")
         return ArchSpec("tnncompress", name)
     if source == "timm":
         timm_models.check_name(name, f"{origin} {brief(text)}")

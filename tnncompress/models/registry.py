@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..registry import Registry
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -21,28 +23,23 @@ class ModelEntry:
     description: str
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+MODELS: Registry[ModelEntry] = Registry("tnncompress model", order=lambda name, _: name)
 
 
 def register(name: str, input_size: tuple[int, int, int], description: str):
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} registered twice")
-        _REGISTRY[name] = ModelEntry(name, fn, input_size, description)
+        MODELS.add(name, ModelEntry(name, fn, input_size, description))
         return fn
 
     return wrap
 
 
 def list_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def get_entry(name: str) -> ModelEntry:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown tnncompress model {name!r}; known: {', '.join(list_models())}") from None
+    return MODELS.get(name)
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
