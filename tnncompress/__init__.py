@@ -5,4 +5,7 @@ __version__ = "0.1.0"
 from .einsum import contract_expression, conv_einsum  # noqa: E402
 from .export import load  # noqa: E402
 
-__all__ = ["__version__", "contract_expression", "conv_einsum", "load"]
+__all__ = ["__version__", "compress", "contract_expression", "conv_einsum", "load"]
+
+# tnncompress.compress(model, ...) is the in-memory run; calling the compress package calls it (compress/)
+from . import compress  # noqa: E402

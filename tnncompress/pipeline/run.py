@@ -48,6 +48,22 @@ class RunResult:
     model: torch.nn.Module  # the compressed model, as saved
 
 
+@dataclass
+class Compressed:
+    """What the stages between loading and evaluation leave, for the report."""
+
+    student: torch.nn.Module
+    choices: list
+    plans: list
+    decomposed: list
+    refitted: list
+    replaced: list
+    points: list  # StageRecord per stage before distillation, with its accuracy
+    distilled: object = None  # DistillResult
+    spectral: object = None
+    learned: object = None  # the BQN stage's state, still to be finished on rank 0
+
+
 def run(recipe: Recipe, force: bool = False, resume: bool = False,
         on_checkpoint: Callable[[dict], None] | None = None) -> RunResult:
     """Run a checked recipe; `force` replaces an existing output, `resume` continues a kept distillation."""
@@ -56,15 +72,11 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
     spec = parse_spec(recipe.data.spec) if recipe.data.spec else None
     check_file(recipe.model.checkpoint, "checkpoint")
     ctx = setup_processes(resolve_device(recipe.device))
-    use_threads(recipe.threads)
-    plan_cache.set_enabled(recipe.plan_cache)
-    forget_plans()  # this run's plans are recorded from here (and a resumed one's pinned from its checkpoint)
+    prepare(recipe)
     inputs = inputs_of(recipe) if ctx.main else None  # what manifest.json says the results were made from
     if not ctx.main:
         progress.set_enabled(False)
-    torch.manual_seed(recipe.seed)
-    kd = recipe.distill.enabled
-    trains = kd or recipe.bqn.enabled  # a stage that keeps checkpoints a run can resume from
+    trains = recipe.distill.enabled or recipe.bqn.enabled  # a stage that keeps checkpoints a run can resume from
     # The destination is checked, locked and test-written before any slow work; under torchrun rank 0
     # prepares it and the others use the same paths.
     staging = (staged_directory(out, force, resumable=trains, resume=resume, inputs=_inputs(recipe, spec),
@@ -74,56 +86,16 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         ctx.barrier()  # rank 0 has prepared the staging directory
         with clock.stage("load"):
             loaded, test, train = stages.load(recipe, spec)
-            if recipe.bqn.enabled:
-                stages.check_bqn(recipe, loaded)
-            pool = stages.calibration(recipe, train)
-        orthogonal = recipe.spectral.orthogonal  # selected convolutions become orthogonal, not factorised
-        with clock.stage("plan"):
-            choices, plans = (stages.select(recipe, loaded), []) if orthogonal else stages.plan(recipe, loaded, pool)
+            pool = _before_work(recipe, loaded, train)
         if trains and ctx.main:
             _check_resumable(ws, recipe, resume)
-        points, refitted, decomposed, replaced = [], [], [], []
-        first = "orthogonalise" if orthogonal else "layer_decomp"
-        with clock.stage(first):
-            if orthogonal:
-                student, replaced = stages.orthogonal(recipe, loaded, choices)
-            else:
-                student, decomposed = stages.decompose(recipe, loaded, plans, ctx)
-        points.append(_point(first, student, test, recipe, ctx, clock))
-        if pool is not None and stages.data_aware(recipe) and not orthogonal:
-            with clock.stage("data_aware"):
-                refitted = stages.refit(recipe, loaded, student, pool)
-            points.append(_point("data_aware", student, test, recipe, ctx, clock))
-        if pool is not None and recipe.calibrate.recalibrate_bn:
-            with clock.stage("recalibrate_bn"):
-                stages.recalibrate(student, pool, refitted, loaded.input_size)
-            points.append(_point("recalibrate_bn", student, test, recipe, ctx, clock))
-        with clock.stage("spectral"):
-            control, spectral = stages.spectral_start(recipe, loaded, student, [r.name for r in replaced if r.replaced])
-        distilled = None
-        if kd:
-            with clock.stage("distill"):
-                distilled = stages.distillation(recipe, loaded, student, train, test, ctx, ws.checkpoints, resume,
-                                                on_checkpoint, pool, before=points[-1], spectral=control)
-        densify(student)  # orthogonal convolutions as the plain ones they compute, from here on
-        if control is not None:
-            with clock.stage("spectral"):
-                spectral = stages.spectral_end(recipe, loaded, student, control, spectral)
-        learned = None
-        if recipe.bqn.enabled:  # every process learns; rank 0 evaluates and exports below
-            with clock.stage("bqn"):
-                learned = stages.bqn_learn(recipe, loaded, student, train, ctx, ws.checkpoints, resume, pool)
+        done = compress_stages(recipe, loaded, test, train, pool, ctx, clock, ws.checkpoints, resume, on_checkpoint)
         if ctx.distributed:  # the processes part here: rank 0 evaluates and writes alone
             ctx.barrier()
             leave_processes()
         if not ctx.main:
-            return RunResult(out, None, student)
-        bqn, codes = None, None
-        if learned is not None:
-            with clock.stage("bqn"):
-                bqn, codes, student = stages.bqn_finish(recipe, loaded, learned, test, ctx)
-        with clock.stage("evaluate"):
-            accuracy = stages.accuracy(recipe, loaded, student, test, ctx, points[0])
+            return RunResult(out, None, done.student)
+        bqn, codes, student, accuracy = evaluate_stage(recipe, loaded, done, test, ctx, clock)
         with clock.stage("export"):
             onnx, load_forms, as_loaded, original_graph = stages.export(recipe, ws.output, loaded, student, codes)
             if codes is not None:
@@ -136,30 +108,106 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
         if recipe.report.latency:
             with clock.stage("latency"):
                 latency = stages.latency(recipe, ws.output, loaded, as_loaded, onnx, original_graph, int8_graph)
-        c = recipe.compress
-        why = [d.why_no_speedup(speedup_hint(d, c.rank_multiple, c.deploy_target) if d.runtime == "onnxruntime" else "")
-               for d in (onnx.forms if onnx else None, load_forms) if d is not None and d.models]
-        warnings = (latency.slower_than_original() if latency else []) + [w for w in why if w] + \
-                   ([e.describe() for e in distilled.events] if distilled else [])
-        report = build_report(recipe=recipe, loaded=loaded, original=loaded.model, compressed=student,
-                              rows=layer_rows(choices, plans, decomposed, onnx, refitted, load_forms, replaced),
-                              accuracy=accuracy,
-                              seconds={**clock.seconds, "total": clock.total()}, warnings=warnings,
-                              distillation=distilled, onnx=onnx, latency=latency)
-        report.cpu_seconds = {**clock.cpu_seconds, "total": clock.total_cpu()}
-        report.plans = plan_cache.chosen()
-        report.stages = points
-        report.calibration = pool.describe() if pool is not None else None
-        report.load_forms = load_forms
-        report.spectral = spectral
-        report.bqn = bqn
-        report.sizes = sizes
-        report.int8 = int8
-        report.gates = judge(recipe.gates, report)
+        report = report_of(recipe, loaded, done, student, accuracy, clock, pool, bqn, onnx=onnx,
+                           load_forms=load_forms, latency=latency, sizes=sizes, int8=int8)
         write_report(ws.output, report)
         write_text(ws.output / RECIPE_FILE, recipe.to_yaml())
         write_manifest(ws.output, recipe, inputs)  # last: it hashes every other file
     return RunResult(out, report, student)
+
+
+def prepare(recipe: Recipe) -> None:
+    """The process-wide settings a run takes from its recipe: threads, the plan cache, the seed."""
+    use_threads(recipe.threads)
+    plan_cache.set_enabled(recipe.plan_cache)
+    forget_plans()  # this run's plans are recorded from here (and a resumed one's pinned from its checkpoint)
+    torch.manual_seed(recipe.seed)
+
+
+def _before_work(recipe: Recipe, loaded, train):
+    """Checks that refuse a run before any slow work, and the calibration pool."""
+    if recipe.bqn.enabled:
+        stages.check_bqn(recipe, loaded)
+    return stages.calibration(recipe, train)
+
+
+def compress_stages(recipe: Recipe, loaded, test, train, pool, ctx, clock: Stopwatch, checkpoints: Path | None,
+                    resume: bool = False, on_checkpoint=None) -> Compressed:
+    """plan -> Layer-Decomp (or orthogonalise) -> [data-aware] -> [norms] -> [spectral] -> [distil] -> [BQN]:
+    every stage up to evaluation, in every process under torchrun. `checkpoints`: where distillation and
+    BQN keep their state (None: nowhere, an in-memory run)."""
+    orthogonal = recipe.spectral.orthogonal  # selected convolutions become orthogonal, not factorised
+    with clock.stage("plan"):
+        choices, plans = (stages.select(recipe, loaded), []) if orthogonal else stages.plan(recipe, loaded, pool)
+    points, refitted, decomposed, replaced = [], [], [], []
+    first = "orthogonalise" if orthogonal else "layer_decomp"
+    with clock.stage(first):
+        if orthogonal:
+            student, replaced = stages.orthogonal(recipe, loaded, choices)
+        else:
+            student, decomposed = stages.decompose(recipe, loaded, plans, ctx)
+    points.append(_point(first, student, test, recipe, ctx, clock))
+    if pool is not None and stages.data_aware(recipe) and not orthogonal:
+        with clock.stage("data_aware"):
+            refitted = stages.refit(recipe, loaded, student, pool)
+        points.append(_point("data_aware", student, test, recipe, ctx, clock))
+    if pool is not None and recipe.calibrate.recalibrate_bn:
+        with clock.stage("recalibrate_bn"):
+            stages.recalibrate(student, pool, refitted, loaded.input_size)
+        points.append(_point("recalibrate_bn", student, test, recipe, ctx, clock))
+    with clock.stage("spectral"):
+        control, spectral = stages.spectral_start(recipe, loaded, student, [r.name for r in replaced if r.replaced])
+    done = Compressed(student, choices, plans, decomposed, refitted, replaced, points, spectral=spectral)
+    if recipe.distill.enabled:
+        with clock.stage("distill"):
+            done.distilled = stages.distillation(recipe, loaded, student, train, test, ctx, checkpoints, resume,
+                                                 on_checkpoint, pool, before=points[-1], spectral=control)
+    densify(student)  # orthogonal convolutions as the plain ones they compute, from here on
+    if control is not None:
+        with clock.stage("spectral"):
+            done.spectral = stages.spectral_end(recipe, loaded, student, control, spectral)
+    if recipe.bqn.enabled:  # every process learns; rank 0 evaluates and exports
+        with clock.stage("bqn"):
+            done.learned = stages.bqn_learn(recipe, loaded, student, train, ctx, checkpoints, resume, pool)
+    return done
+
+
+def evaluate_stage(recipe: Recipe, loaded, done: Compressed, test, ctx, clock: Stopwatch):
+    """(BQN report, its codes, the model to evaluate and export, its accuracy): the BQN stage finished
+    (its MAP network is the model from here), then the evaluation of the original and the compressed."""
+    bqn, codes, student = None, None, done.student
+    if done.learned is not None:
+        with clock.stage("bqn"):
+            bqn, codes, student = stages.bqn_finish(recipe, loaded, done.learned, test, ctx)
+    with clock.stage("evaluate"):
+        accuracy = stages.accuracy(recipe, loaded, student, test, ctx, done.points[0])
+    return bqn, codes, student, accuracy
+
+
+def report_of(recipe: Recipe, loaded, done: Compressed, student, accuracy, clock: Stopwatch, pool, bqn, *,
+              onnx=None, load_forms=None, latency=None, sizes=None, int8=None) -> RunReport:
+    """The run's report from the stages' results (an in-memory run has no export, latency or sizes)."""
+    c = recipe.compress
+    why = [d.why_no_speedup(speedup_hint(d, c.rank_multiple, c.deploy_target) if d.runtime == "onnxruntime" else "")
+           for d in (onnx.forms if onnx else None, load_forms) if d is not None and d.models]
+    warnings = (latency.slower_than_original() if latency else []) + [w for w in why if w] + \
+               ([e.describe() for e in done.distilled.events] if done.distilled else [])
+    report = build_report(recipe=recipe, loaded=loaded, original=loaded.model, compressed=student,
+                          rows=layer_rows(done.choices, done.plans, done.decomposed, onnx, done.refitted, load_forms,
+                                          done.replaced),
+                          accuracy=accuracy, seconds={**clock.seconds, "total": clock.total()}, warnings=warnings,
+                          distillation=done.distilled, onnx=onnx, latency=latency)
+    report.cpu_seconds = {**clock.cpu_seconds, "total": clock.total_cpu()}
+    report.plans = plan_cache.chosen()
+    report.stages = done.points
+    report.calibration = pool.describe() if pool is not None else None
+    report.load_forms = load_forms
+    report.spectral = done.spectral
+    report.bqn = bqn
+    report.sizes = sizes
+    report.int8 = int8
+    report.gates = judge(recipe.gates, report)
+    return report
 
 
 def _point(name: str, student, test, recipe: Recipe, ctx, clock: Stopwatch):

@@ -70,9 +70,18 @@ def load(recipe: Recipe, spec: DataSpec | None) -> tuple[LoadedModel, Classifica
         raise UsageError(f"run needs a state-dict checkpoint and an architecture ({opt('arch')}) so the result can "
                          "be rebuilt without unpickling; this checkpoint holds a whole pickled module")
     log.info("architecture %s (%s)", loaded.arch, loaded.arch_how)
+    test, train = splits(recipe, spec, loaded)
+    return loaded, test, train
+
+
+def splits(recipe: Recipe, spec: DataSpec | None, loaded: LoadedModel) -> tuple[ClassificationData | None,
+                                                                                ClassificationData | None]:
+    """The test split (for accuracy) and the training split (for distillation) of `spec`, each checked
+    against the model; the model's input size becomes the data's when the recipe gives none."""
+    m = recipe.model
     if spec is None:
         check_batches(recipe, loaded.input_size)
-        return loaded, None, None
+        return None, None
     classes = output_classes(loaded.model, loaded.input_size) if spec.kind == "synthetic" else None
     test = load_data(spec, "test", input_size=loaded.input_size, num_classes=classes)
     if m.input_size is None and test.input_size != loaded.input_size:
@@ -86,7 +95,7 @@ def load(recipe: Recipe, spec: DataSpec | None) -> tuple[LoadedModel, Classifica
         check_compatible(loaded.model, train)
         log.info("training split: %s, %d samples%s", train.source, len(train),
                  "".join(f" ({n})" for n in train.notes if "subset" in n))
-    return loaded, test, train
+    return test, train
 
 
 def check_batches(recipe: Recipe, input_size: tuple[int, ...]) -> None:
@@ -254,11 +263,12 @@ def spectral_end(recipe: Recipe, loaded: LoadedModel, student: nn.Module, contro
 
 
 def distillation(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, test, ctx: Context,
-                 checkpoints: Path, resume: bool, on_checkpoint, pool: CalibrationPool | None,
+                 checkpoints: Path | None, resume: bool, on_checkpoint, pool: CalibrationPool | None,
                  before: StageRecord | None = None, spectral: SpectralControl | None = None) -> DistillResult:
     # The checkpoints stay until the output is in place: an interrupt during evaluation or export
-    # resumes from the distilled student instead of distilling again.
-    checkpoints.mkdir(exist_ok=True)
+    # resumes from the distilled student instead of distilling again. (None: in memory, none kept.)
+    if checkpoints is not None:
+        checkpoints.mkdir(exist_ok=True)
     result = distil(loaded.model, student, train, test, loaded.input_size, recipe.distill, ctx, seed=recipe.seed,
                     workers=recipe.data.workers, checkpoint_dir=checkpoints, resume=resume,
                     on_checkpoint=on_checkpoint, pool=pool, cache_memory=parse_memory(recipe.calibrate.cache_memory),
@@ -300,7 +310,7 @@ class BqnState:
     training: dict
 
 
-def bqn_learn(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, ctx: Context, checkpoints: Path,
+def bqn_learn(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, ctx: Context, checkpoints: Path | None,
               resume: bool, pool: CalibrationPool | None) -> BqnState:
     """Learn the quantized posterior over the student's factors (and, with quantised activations, over
     a student whose ReLUs are quantisers). Runs in every process under torchrun (each its share of
@@ -317,7 +327,7 @@ def bqn_learn(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, ct
     norms = pool.head(config.recalibrate) if pool is not None and config.recalibrate else None
     with torch.no_grad():
         ptq = network.qnn(network.weights("map"), norms).cpu()
-    if ctx.main:
+    if ctx.main and checkpoints is not None:
         checkpoints.mkdir(exist_ok=True)
     ctx.barrier()
     training = learn_posterior(network, loaded.model if config.targets == "teacher" else None, train, config, ctx,
