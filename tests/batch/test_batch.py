@@ -12,6 +12,7 @@ from tnncompress.cli.app import app
 from typer.testing import CliRunner
 
 from tnncompress.batch import collect
+from tnncompress.distill.hooks import observe_checkpoints
 from tnncompress.pipeline import run, stages
 from tnncompress.report import read_report
 
@@ -126,8 +127,8 @@ def test_an_interrupted_batch_resumes_its_distillation(tmp_path, monkeypatch):
           distill={"algorithm": "seq", "steps": 30, "plan": "optimal", "eval_limit": 300, "seq_cache": False})
     out = tmp_path / "out"
     [job] = collect([recipes], out)
-    with pytest.raises(_Stop):  # what a batch killed during this run's distillation leaves
-        run(job.recipe, on_checkpoint=_stop_after_first_phase)
+    with pytest.raises(_Stop), observe_checkpoints(_stop_after_first_phase):  # what a batch killed during this
+        run(job.recipe)  # run's distillation leaves
     assert (out / ".kd.partial" / "checkpoints" / "distill.pt").is_file()
     calls = counting_decompositions(monkeypatch)
     r = batch(recipes, "-o", out, "-v")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tnncompress.distill import CHECKPOINT_FILE, Context, DistillConfig, distil
+from tnncompress.distill.hooks import observe_checkpoints
 from tnncompress.evaluate import evaluate
 
 from .conftest import states_close, teacher_and_student
@@ -54,9 +55,9 @@ def _run(config, data, checkpoint_dir=None, resume=False, stop_at=None):
         if stop_at is not None and seen[-1] == stop_at:
             raise _Interrupt
     try:
-        section = distil(teacher, student, train, test, (1, 28, 28), config, Context(),
-                         checkpoint_dir=checkpoint_dir, resume=resume,
-                         on_checkpoint=on_checkpoint)
+        with observe_checkpoints(on_checkpoint):
+            section = distil(teacher, student, train, test, (1, 28, 28), config, Context(),
+                             checkpoint_dir=checkpoint_dir, resume=resume)
     except _Interrupt:
         return None, student, seen
     return section, student, seen
@@ -134,3 +135,13 @@ def json_key_has_backward(key: str) -> bool:
     import json
 
     return json.loads(key)[6] is True
+
+
+def test_checkpoint_observers_see_each_saved_state_only_inside_their_block():
+    from tnncompress.distill.hooks import checkpoint_saved
+
+    seen = []
+    with observe_checkpoints(seen.append), observe_checkpoints(lambda p: seen.append(("second", p["n"]))):
+        checkpoint_saved({"n": 1})
+    checkpoint_saved({"n": 2})  # no observer left: nothing is called
+    assert seen == [{"n": 1}, ("second", 1)]

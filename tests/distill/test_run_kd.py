@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 from tnncompress.cli.app import app
 from typer.testing import CliRunner
 
+from tnncompress.distill.hooks import observe_checkpoints
 from tnncompress.pipeline import Recipe, run
 from tnncompress.report import read_report
 
@@ -63,8 +64,8 @@ def test_an_interrupted_run_is_kept_and_resumed_to_the_uninterrupted_result(tmp_
     args = dict(checkpoint=str(SMALL_CNN), format="cp", rate=0.2, data="fashion-mnist", kd="seq", kd_steps=30,
                 kd_plan="optimal", latency=False, deploy_form="flops", eval_limit=500, kd_eval_limit=300, out=str(out),
                 seq_cache=False, init="weights", recalibrate_bn=False)
-    with pytest.raises(_Stop):
-        run(Recipe.of(**args).check(), on_checkpoint=_interrupt_after_first_unit)
+    with pytest.raises(_Stop), observe_checkpoints(_interrupt_after_first_unit):
+        run(Recipe.of(**args).check())
     partial = tmp_path / ".resumed.partial"
     assert not out.exists() and (partial / "checkpoints" / "distill.pt").is_file()
     # without --resume the kept run is not silently discarded

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tnncompress.distill.hooks import observe_checkpoints
 from tnncompress.pipeline import Recipe, run
 from tnncompress.pipeline.staging import output_lock
 
@@ -67,7 +68,8 @@ def test_an_interrupt_during_export_resumes_without_distilling_again(tmp_path, m
     assert (tmp_path / ".out.partial" / "checkpoints" / "distill.pt").is_file() and not out.exists()
     monkeypatch.setattr(pipeline, "write_compressed", real)
     saved = []
-    result = run(Recipe.of(**args).check(), resume=True, on_checkpoint=saved.append)
+    with observe_checkpoints(saved.append):
+        result = run(Recipe.of(**args).check(), resume=True)
     assert saved == []  # no training step ran: every phase was complete
     assert result.report.distillation.updates == 12
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # checkpoints gone once the output is in place

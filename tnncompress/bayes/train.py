@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data import ClassificationData
 from ..distill import Context, DistillConfig
+from ..distill.hooks import checkpoint_saved
 from ..distill.loop import Phase, PhaseState, train_phase
 from ..distill.stream import BatchStream
 from ..einsum import chosen_plans, pin_plans
@@ -84,11 +85,13 @@ def learn_posterior(bqn: BayesianQuantizedNetwork, teacher: nn.Module | None, tr
         log.info("resuming the BQN posterior at step %d/%d", state.step, steps)
 
     def save(s: PhaseState) -> None:
+        payload = {"version": CHECKPOINT_VERSION, "state": s.to_dict(), "bqn": bqn.state_dict(),
+                   "plans": chosen_plans()}
         if path is not None and ctx.main:
             tmp = path.with_suffix(f".tmp-{os.getpid()}")
-            torch.save({"version": CHECKPOINT_VERSION, "state": s.to_dict(), "bqn": bqn.state_dict(),
-                        "plans": chosen_plans()}, tmp)
+            torch.save(payload, tmp)
             os.replace(tmp, path)
+        checkpoint_saved(payload)
 
     phase = Phase(0, f"BQN posterior ({config.bits} bit)", "bqn", steps, call, params, loss)
     events: list = []

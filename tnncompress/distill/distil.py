@@ -13,7 +13,6 @@ import logging
 import os
 import pickle
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,6 +35,7 @@ from ..timing import median_seconds
 from .budget import WallClock, deadline_of, seq_share, seq_until, steps_left, steps_that_fit
 from .config import DistillConfig
 from .distributed import Context
+from .hooks import checkpoint_saved
 from .loop import Phase, PhaseState, train_phase
 from .objectives import activation, logits_loss, unit_loss
 from .result import Budget, CurvePoint, DistillResult, PhaseRecord
@@ -49,8 +49,7 @@ log = logging.getLogger(__name__)
 
 def distil(teacher: nn.Module, student: nn.Module, train: ClassificationData, test: ClassificationData | None,
            input_size: tuple[int, int, int], config: DistillConfig, ctx: Context, seed: int = 0, workers: int = 0,
-           checkpoint_dir: Path | None = None, resume: bool = False,
-           on_checkpoint: Callable[[dict], None] | None = None, pool: CalibrationPool | None = None,
+           checkpoint_dir: Path | None = None, resume: bool = False, pool: CalibrationPool | None = None,
            cache_memory: int = 1 << 30, start: tuple[float, int] | None = None,
            spectral: SpectralControl | None = None) -> DistillResult:
     """Distil `student` (in place) from `teacher` with `config.algorithm`: "seq" (Seq-KD), "e2e" (E2E-KD)
@@ -58,8 +57,8 @@ def distil(teacher: nn.Module, student: nn.Module, train: ClassificationData, te
 
     Cached Seq-KD trains each unit on (its input, the teacher's output) over the calibration `pool`
     (drawn from `train` when not given). With `checkpoint_dir`, the state is saved there after every
-    unit and every `checkpoint_every` steps (by rank 0); with `resume`, a saved state is continued from.
-    `on_checkpoint` is called with each saved state (tests use it to interrupt a run). `start` is the
+    unit and every `checkpoint_every` steps (by rank 0); with `resume`, a saved state is continued from;
+    each saved state goes to the observers of hooks.py (tests interrupt a run there). `start` is the
     student's (top-1, samples) on `test` when the caller has just measured it: the curve starts there.
     With `spectral`, each phase's layers are projected every `spectral.every` steps and its loss carries
     the orthogonality penalty."""
@@ -127,8 +126,7 @@ def distil(teacher: nn.Module, student: nn.Module, train: ClassificationData, te
                 torch.save(payload, tmp)
                 os.replace(tmp, path)
             ctx.barrier()
-        if on_checkpoint is not None:
-            on_checkpoint(payload)
+        checkpoint_saved(payload)
 
     # training plans are timed (forward + backward): FLOPs mislead on small layers
     try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +63,7 @@ class Compressed:
     learned: object = None  # the BQN stage's state, still to be finished on rank 0
 
 
-def run(recipe: Recipe, force: bool = False, resume: bool = False,
-        on_checkpoint: Callable[[dict], None] | None = None) -> RunResult:
+def run(recipe: Recipe, force: bool = False, resume: bool = False) -> RunResult:
     """Run a checked recipe; `force` replaces an existing output, `resume` continues a kept distillation."""
     clock = Stopwatch()
     out = destination(recipe.out or default_out(recipe))
@@ -89,7 +87,7 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False,
             pool = _before_work(recipe, loaded, train)
         if trains and ctx.main:
             _check_resumable(ws, recipe, resume)
-        done = compress_stages(recipe, loaded, test, train, pool, ctx, clock, ws.checkpoints, resume, on_checkpoint)
+        done = compress_stages(recipe, loaded, test, train, pool, ctx, clock, ws.checkpoints, resume)
         if ctx.distributed:  # the processes part here: rank 0 evaluates and writes alone
             ctx.barrier()
             leave_processes()
@@ -132,7 +130,7 @@ def _before_work(recipe: Recipe, loaded, train):
 
 
 def compress_stages(recipe: Recipe, loaded, test, train, pool, ctx, clock: Stopwatch, checkpoints: Path | None,
-                    resume: bool = False, on_checkpoint=None) -> Compressed:
+                    resume: bool = False) -> Compressed:
     """plan -> Layer-Decomp (or orthogonalise) -> [data-aware] -> [norms] -> [spectral] -> [distil] -> [BQN]:
     every stage up to evaluation, in every process under torchrun. `checkpoints`: where distillation and
     BQN keep their state (None: nowhere, an in-memory run)."""
@@ -161,7 +159,7 @@ def compress_stages(recipe: Recipe, loaded, test, train, pool, ctx, clock: Stopw
     if recipe.distill.enabled:
         with clock.stage("distill"):
             done.distilled = stages.distillation(recipe, loaded, student, train, test, ctx, checkpoints, resume,
-                                                 on_checkpoint, pool, before=points[-1], spectral=control)
+                                                 pool, before=points[-1], spectral=control)
     densify(student)  # orthogonal convolutions as the plain ones they compute, from here on
     if control is not None:
         with clock.stage("spectral"):

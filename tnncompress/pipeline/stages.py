@@ -263,7 +263,7 @@ def spectral_end(recipe: Recipe, loaded: LoadedModel, student: nn.Module, contro
 
 
 def distillation(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, test, ctx: Context,
-                 checkpoints: Path | None, resume: bool, on_checkpoint, pool: CalibrationPool | None,
+                 checkpoints: Path | None, resume: bool, pool: CalibrationPool | None,
                  before: StageRecord | None = None, spectral: SpectralControl | None = None) -> DistillResult:
     # The checkpoints stay until the output is in place: an interrupt during evaluation or export
     # resumes from the distilled student instead of distilling again. (None: in memory, none kept.)
@@ -271,7 +271,7 @@ def distillation(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train,
         checkpoints.mkdir(exist_ok=True)
     result = distil(loaded.model, student, train, test, loaded.input_size, recipe.distill, ctx, seed=recipe.seed,
                     workers=recipe.data.workers, checkpoint_dir=checkpoints, resume=resume,
-                    on_checkpoint=on_checkpoint, pool=pool, cache_memory=parse_memory(recipe.calibrate.cache_memory),
+                    pool=pool, cache_memory=parse_memory(recipe.calibrate.cache_memory),
                     start=(before.top1, before.samples) if before and before.top1 is not None else None,
                     spectral=spectral)
     loaded.model.cpu(), student.cpu()
