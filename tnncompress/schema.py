@@ -9,6 +9,7 @@ lossless: an int where a float is expected, a number where a string is) and name
 from __future__ import annotations
 
 import dataclasses
+import enum
 import types
 import typing
 from functools import cache
@@ -49,11 +50,18 @@ def coerce(value: object, hint, key: str) -> object:
             return {str(k): coerce(v, args[1] if args else typing.Any, f"{key}.{k}") for k, v in value.items()}
         if dataclasses.is_dataclass(origin) and isinstance(value, dict):
             return from_data(origin, value, key)
+        if isinstance(origin, type) and issubclass(origin, enum.Enum):  # written as its value
+            try:
+                return origin(value)
+            except ValueError:
+                continue
         if isinstance(value, bool) != (origin is bool) or not isinstance(origin, type) or origin in (list, dict):
             continue  # a bool is never a number here, nor a number a bool
         if origin in (float, str) and isinstance(value, (int, float)) or isinstance(value, origin):
             return origin(value) if origin in (float, str) else value
     name = str(hint) if union or typing.get_origin(hint) else getattr(hint, "__name__", str(hint))
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        name = " or ".join(repr(m.value) for m in hint)
     raise UsageError(f"{key}: expected {name.replace('NoneType', 'None')}, got {brief(value)}")
 
 

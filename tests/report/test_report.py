@@ -8,6 +8,7 @@ import json
 import pytest
 
 from tnncompress.compress import CompressConfig, LayerResult, plan_model, select_layers
+from tnncompress.errors import UsageError
 from tnncompress.evaluate import Metrics
 from tnncompress.export import DeployChoice, FormDecision, OnnxCheck
 from tnncompress.report import (
@@ -21,6 +22,8 @@ from tnncompress.report import (
     render_markdown,
     write_report,
 )
+from tnncompress.report.model import LayerRow, LayerStatus
+from tnncompress.schema import from_data
 
 
 @pytest.fixture
@@ -77,6 +80,21 @@ def test_json_round_trip_is_exact(report, tmp_path):
     doc = json.loads((tmp_path / "report.json").read_text())
     assert doc["schema"] == 3 and doc["recipe"]["compress"]["format"] == "cp"
     assert doc["latency"]["runtimes"]["onnxruntime_cpu"]["1"]["speedup"] == 2.0
+    # statuses are enums in the records and their plain values in the file
+    assert {type(r.status) for r in back.layers} == {LayerStatus}
+    assert [r["status"] for r in doc["layers"]] == [str(r.status) for r in report.layers]
+    assert {r["status"] for r in doc["layers"]} == {"compressed", "excluded"}
+
+
+def test_a_status_that_is_not_one_is_refused_naming_the_values(report, tmp_path):
+    write_report(tmp_path, report)
+    doc = json.loads((tmp_path / "report.json").read_text())
+    doc["layers"][0]["status"] = "compress"  # selection's word, not a report's
+    (tmp_path / "report.json").write_text(json.dumps(doc))
+    with pytest.raises(UsageError, match=r"report\.json\.layers: expected list"):
+        read_report(tmp_path / "report.json")
+    with pytest.raises(UsageError, match="status: expected 'compressed' or 'orthogonal' or 'skipped' or 'excluded'"):
+        from_data(LayerRow, doc["layers"][0], "row")
 
 
 def test_markdown_renders_the_records(report):

@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from ..errors import TnncompressError
@@ -33,7 +34,14 @@ from ..report.write import write_pages
 from .jobs import Job
 
 log = logging.getLogger(__name__)
-STATUSES = ("passed", "failed", "error")  # failed: a gate missed; error: the run did not complete
+
+
+class JobStatus(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"  # a gate missed
+    ERROR = "error"  # the run did not complete
+
+
 DETAIL_LIMIT = 8 * LIMIT  # characters of a traceback kept (its end: where it failed)
 
 
@@ -43,7 +51,7 @@ class Outcome:
     source: str
     sweep: dict[str, object]
     directory: str
-    status: str  # one of STATUSES
+    status: JobStatus
     reused: bool = False  # the completed run of an earlier batch, verified and re-judged against the gates
     resumed: bool = False  # continued from a kept distillation
     not_reused: str | None = None  # why an earlier batch's output was run again, when there was one
@@ -72,7 +80,7 @@ def run_batch(jobs: list[Job], fail_fast: bool = False, on_outcome: Callable[[Ou
             outcomes.append(outcome)
             if on_outcome is not None:
                 on_outcome(outcome)
-            if fail_fast and outcome.status != "passed":
+            if fail_fast and outcome.status != JobStatus.PASSED:
                 break
             if record is not None and len(outcomes) < len(jobs):
                 record(outcomes, "running")
@@ -120,7 +128,7 @@ def recount(recipe: Recipe, out: Path, recorded: Params) -> Params:
 
 def run_job(job: Job) -> Outcome:
     out = Path(job.recipe.out)
-    outcome = Outcome(job.name, job.source, job.sweep, str(out), "passed")
+    outcome = Outcome(job.name, job.source, job.sweep, str(out), JobStatus.PASSED)
     start = time.perf_counter()
     try:
         report, outcome.not_reused = reuse(job)
@@ -134,9 +142,9 @@ def run_job(job: Job) -> Outcome:
             # the directory is the batch's own: a stale result or state of another recipe is replaced
             report = run(job.recipe, force=True, resume=outcome.resumed).report
     except TnncompressError as exc:
-        outcome.status, outcome.message = "error", bounded(" ".join(str(exc).split()))
+        outcome.status, outcome.message = JobStatus.ERROR, bounded(" ".join(str(exc).split()))
     except Exception as exc:  # a bug, or a failure a run does not foresee: recorded, and the batch goes on
-        outcome.status = "error"
+        outcome.status = JobStatus.ERROR
         outcome.message = bounded(f"unexpected {type(exc).__name__}: {' '.join(str(exc).split())}")
         detail = traceback.format_exc()
         outcome.detail = detail if len(detail) <= DETAIL_LIMIT else f"... ({len(detail):,} characters; the end:)\n" \
@@ -145,7 +153,7 @@ def run_job(job: Job) -> Outcome:
         outcome.gates = report.gates
         outcome.metrics = metrics(report)
         if missed(report.gates):
-            outcome.status = "failed"
+            outcome.status = JobStatus.FAILED
             outcome.message = bounded("; ".join(g.describe() for g in missed(report.gates)))
     outcome.seconds = time.perf_counter() - start
     return outcome

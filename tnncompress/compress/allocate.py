@@ -26,7 +26,7 @@ from ..inspect import norm_after
 from .config import CompressConfig
 from .data_aware import refit
 from .ranks import LayerPlan, plan_layer
-from .select import LayerChoice
+from .select import LayerChoice, Selection
 
 log = logging.getLogger(__name__)
 LADDER = (0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.45)  # budgets, as fractions of the layer
@@ -91,7 +91,7 @@ def _cost(plan: LayerPlan, rate_by: str) -> int:
 def global_plans(teacher: nn.Module, choices: list[LayerChoice], config: CompressConfig, pool: CalibrationPool,
                  input_size: tuple[int, int, int], probe: int = 512, seed: int = 0) -> list[LayerPlan]:
     """Plans for the selected layers under the total budget rate x (their dense parameters or FLOPs)."""
-    selected = [c for c in choices if c.status == "compress"]
+    selected = [c for c in choices if c.status == Selection.COMPRESS]
     names = [c.info.name for c in selected]
     norms = norm_after(teacher, input_size, names)
     probe_images = pool.images[:probe]

@@ -24,7 +24,7 @@ from ..formats import FORMATS, get_format, tensorize
 from ..io import read_yaml
 from .config import CompressConfig
 from .ranks import LayerPlan, kernel_shape, plan_layer
-from .select import LayerChoice, matches_pattern
+from .select import LayerChoice, Selection, matches_pattern
 
 _ENTRY_KEYS = {"format", "ranks"}
 
@@ -60,7 +60,7 @@ def plan_model(model: nn.Module, choices: list[LayerChoice], config: CompressCon
     """One plan per layer chosen for compression (in model order): the format and ranks of the ranks
     file's entry that names it, else `config.format` with the ranks that meet `config.rate`."""
     entries = read_ranks_file(config.ranks) if config.ranks else {}
-    selected = [c for c in choices if c.status == "compress"]
+    selected = [c for c in choices if c.status == Selection.COMPRESS]
     for key in entries:
         if not any(matches_pattern(key, c.info.name) for c in selected):
             others = [c for c in choices if matches_pattern(key, c.info.name)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 from torch import nn
 
@@ -17,10 +18,18 @@ from ..errors import UsageError, brief, opt
 from ..inspect import LayerInfo, layer_table
 
 
+class Selection(StrEnum):
+    """What selection decided for a layer (the report's LayerStatus says what was done)."""
+
+    COMPRESS = "compress"
+    SKIPPED = "skipped"  # it cannot be compressed
+    EXCLUDED = "excluded"  # by the user's patterns or the defaults
+
+
 @dataclass
 class LayerChoice:
     info: LayerInfo
-    status: str  # "compress", "skipped" (cannot be) or "excluded" (by the user or the defaults)
+    status: Selection
     reason: str
 
 
@@ -54,13 +63,13 @@ def select_layers(model: nn.Module, input_size: tuple[int, int, int], include: l
     choices = []
     for r in rows:
         if r.reason:  # cannot be compressed at all
-            choices.append(LayerChoice(r, "skipped", r.reason))
+            choices.append(LayerChoice(r, Selection.SKIPPED, r.reason))
         elif any(matches_pattern(p, r.name) for p in exclude):
-            choices.append(LayerChoice(r, "excluded", "matches an exclude pattern"))
+            choices.append(LayerChoice(r, Selection.EXCLUDED, "matches an exclude pattern"))
         elif include and not any(matches_pattern(p, r.name) for p in include):
-            choices.append(LayerChoice(r, "excluded", "not matched by an include pattern"))
+            choices.append(LayerChoice(r, Selection.EXCLUDED, "not matched by an include pattern"))
         elif not include and defaults[r.name]:
-            choices.append(LayerChoice(r, "excluded", defaults[r.name]))
+            choices.append(LayerChoice(r, Selection.EXCLUDED, defaults[r.name]))
         else:
-            choices.append(LayerChoice(r, "compress", ""))
+            choices.append(LayerChoice(r, Selection.COMPRESS, ""))
     return choices

@@ -32,7 +32,7 @@ from ..compress import (
     select_layers,
     speed_ranks,
 )
-from ..compress.select import check_patterns, matches_pattern
+from ..compress.select import Selection, check_patterns, matches_pattern
 from ..data import ClassificationData, DataSpec, load_data
 from ..distill import Context, DistillResult, distil
 from ..distill.units import STUDENT_LAYERS
@@ -161,7 +161,7 @@ def select(recipe: Recipe, loaded: LoadedModel) -> list[LayerChoice]:
 def orthogonal(recipe: Recipe, loaded: LoadedModel, choices: list[LayerChoice]
                ) -> tuple[nn.Module, list[Orthogonalised]]:
     """--spectral orthogonal: the selected convolutions become SC-Fac orthogonal convolutions."""
-    names = [c.info.name for c in choices if c.status == "compress"]
+    names = [c.info.name for c in choices if c.status == Selection.COMPRESS]
     student, results = orthogonalise(loaded.model, names, loaded.input_size, seed=recipe.seed)
     done = [r for r in results if r.replaced]
     if not done:
@@ -284,7 +284,7 @@ def check_bqn(recipe: Recipe, loaded: LoadedModel) -> None:
     config = recipe.bqn
     choices = select(recipe, loaded)
     candidates = ({c.info.name for c in choices} if config.dense else
-                  {c.info.name for c in choices if c.status == "compress"})
+                  {c.info.name for c in choices if c.status == Selection.COMPRESS})
     if config.exclude:
         check_patterns(config.exclude, sorted(candidates), opt("bqn_exclude"), "layer the BQN stage quantises")
     quantised = {f"{name}.{p}" for name in candidates if not any(matches_pattern(q, name) for q in config.exclude)

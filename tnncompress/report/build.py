@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..compress import LayerChoice, LayerPlan, LayerResult, RefitResult
+from ..compress import LayerChoice, LayerPlan, LayerResult, RefitResult, Selection
 from ..env import versions
 from ..export import FormDecision
 from ..io import LoadedModel
-from .model import REPORT_SCHEMA, Accuracy, Flops, LayerRow, OnnxReport, Params, RunReport
+from .model import REPORT_SCHEMA, Accuracy, Flops, LayerRow, LayerStatus, OnnxReport, Params, RunReport
 
 
 def _params(model: nn.Module) -> int:
@@ -32,18 +32,20 @@ def layer_rows(choices: list[LayerChoice], plans: list[LayerPlan], results: list
     rows = []
     for c in choices:
         info, plan = c.info, plans_by.get(c.info.name)
-        row = LayerRow(info.name, info.kind, c.status, c.reason, info.params, info.params, info.flops, info.flops)
+        status = LayerStatus.EXCLUDED if c.status == Selection.EXCLUDED else LayerStatus.SKIPPED  # until done
+        row = LayerRow(info.name, info.kind, status, c.reason, info.params, info.params, info.flops, info.flops)
         if info.name in ortho_by:
             r = ortho_by[info.name]
-            row.status, row.reason, row.seconds = ("orthogonal" if r.replaced else "skipped"), r.reason, r.seconds
+            row.status = LayerStatus.ORTHOGONAL if r.replaced else LayerStatus.SKIPPED
+            row.reason, row.seconds = r.reason, r.seconds
         if plan is not None:
             row.format = plan.format
             row.tensorization = plan.tensorization.to_dict() if plan.tensorization else None
             if plan.ranks is None:  # the rate cannot be met: the layer stays dense
-                row.status, row.reason = "skipped", plan.reason
+                row.status, row.reason = LayerStatus.SKIPPED, plan.reason
             else:
                 result = results_by[info.name]
-                row.status, row.ranks = "compressed", plan.ranks
+                row.status, row.ranks = LayerStatus.COMPRESSED, plan.ranks
                 row.reason = plan.reason or row.reason  # the global allocator says why these ranks
                 row.params_compressed, row.flops_compressed = plan.params_compressed, plan.flops_compressed
                 row.rel_error, row.seconds = result.rel_error, result.seconds
@@ -60,7 +62,7 @@ def layer_rows(choices: list[LayerChoice], plans: list[LayerPlan], results: list
 def build_report(*, recipe, loaded: LoadedModel, original: nn.Module, compressed: nn.Module, rows: list[LayerRow],
                  accuracy: Accuracy, seconds: dict[str, float], warnings: list[str], distillation=None,
                  onnx: OnnxReport | None = None, latency=None) -> RunReport:
-    done = [r for r in rows if r.status == "compressed"]
+    done = [r for r in rows if r.status == LayerStatus.COMPRESSED]
     comp_orig = sum(r.params_original for r in done)
     comp_new = sum(r.params_compressed for r in done)
     p_orig, p_new = _params(original), _params(compressed)

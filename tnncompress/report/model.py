@@ -4,6 +4,7 @@ the records back, so that report.md, the command line and the scripts read attri
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from ..bayes.result import BqnReport
@@ -20,14 +21,22 @@ from .latency import Latency
 REPORT_SCHEMA = 3
 
 
+class LayerStatus(StrEnum):
+    """What was done to a layer (written to report.json as its value)."""
+
+    COMPRESSED = "compressed"
+    ORTHOGONAL = "orthogonal"  # --spectral orthogonal replaced it
+    SKIPPED = "skipped"  # it cannot be compressed, or cannot meet the rate
+    EXCLUDED = "excluded"  # by the user's patterns or the defaults
+
+
 @dataclass
 class LayerRow:
     """One conv or linear layer of the model, compressed or not."""
 
     name: str
     kind: str
-    status: str  # "compressed", "orthogonal" (--spectral orthogonal), "skipped" (it cannot be, or cannot meet the
-    # rate) or "excluded"
+    status: LayerStatus
     reason: str
     params_original: int
     params_compressed: int
@@ -45,7 +54,7 @@ class LayerRow:
 
     @property
     def rate(self) -> float | None:
-        return self.params_compressed / self.params_original if self.status == "compressed" else None
+        return self.params_compressed / self.params_original if self.status == LayerStatus.COMPRESSED else None
 
 
 @dataclass
@@ -171,7 +180,7 @@ class RunReport:
     plans: dict[str, list] = field(default_factory=dict)  # every measured conv_einsum plan the run used
 
     def __post_init__(self) -> None:
-        self.layers_compressed = sum(r.status == "compressed" for r in self.layers)
+        self.layers_compressed = sum(r.status == LayerStatus.COMPRESSED for r in self.layers)
 
 
 def read_report(path: str | Path) -> RunReport:
