@@ -351,13 +351,13 @@ def _tensorized(name: str, m: TensorizedLayer, x: Gauss, weight_moments: WeightM
         lead = x.mean.shape[:-1]
         x = _map(lambda t: t.reshape(-1, t.shape[-1], 1, 1), x)
     padding = m.padding
-    if hasattr(m, "_pads_explicitly") and m._pads_explicitly():
-        pads = [v for lo_hi in reversed(m._explicit_pads()) for v in lo_hi]
+    if hasattr(m, "pads_explicitly") and m.pads_explicitly():
+        pads = [v for lo_hi in reversed(m.explicit_pads()) for v in lo_hi]
         x = _map(lambda t: F.pad(t, pads, mode=m.padding_mode), x)
         padding = 0
     batch, _, h, w = x.mean.shape
-    x = _map(lambda t: t.reshape(batch, *m._in_view, h, w), x)
-    plan = m._plan(tuple(x.mean.shape), padding, backward=False)
+    x = _map(lambda t: t.reshape(batch, *m.input_view, h, w), x)
+    plan = m.plan_for_view(tuple(x.mean.shape), padding, backward=False)
     factors = [weight_moments(f"{name}.factors.{i}", p) for i, p in enumerate(m.factors)]
     mean, var = expression_moments(plan, (x.mean, x.var), *factors)
     shape = (batch, m.shape.out_channels, mean.shape[-2], mean.shape[-1])

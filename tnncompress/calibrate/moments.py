@@ -54,8 +54,8 @@ class LayerMoments:
 
 def _padded(x: torch.Tensor, layer: TensorizedConv2d) -> torch.Tensor:
     """The input as the kernel sees it: every padding (any mode, as nn.Conv2d applies it) done."""
-    if layer._pads_explicitly() or isinstance(layer.padding, str):
-        pads = layer._explicit_pads() if layer.padding != "valid" else [(0, 0), (0, 0)]
+    if layer.pads_explicitly() or isinstance(layer.padding, str):
+        pads = layer.explicit_pads() if layer.padding != "valid" else [(0, 0), (0, 0)]
         mode = layer.padding_mode if layer.padding_mode != "zeros" else "constant"
     else:
         pads, mode = [(p, p) for p in layer.padding], "constant"

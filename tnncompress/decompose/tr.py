@@ -63,7 +63,7 @@ def _chain(cores: list[torch.Tensor]) -> torch.Tensor:
 
 def _normal_equations(tensor: torch.Tensor, cores: list[torch.Tensor], k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For core k: the Gram matrix G = Q^T Q and B = X_(k) Q [I_k, R_k R_(k+1)], X Q in one contraction.
-    (The sweep takes B from `_HalfContractions` instead; this is its definition, kept for the tests.)"""
+    (The definition of B: a sweep over two or more modes takes it from `_HalfContractions` instead.)"""
     d = len(cores)
     order = [(k + j) % d for j in range(1, d)]
     modes, bonds = string.ascii_lowercase[:d], string.ascii_uppercase[:d]  # bond j joins cores j-1 and j

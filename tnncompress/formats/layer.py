@@ -42,7 +42,9 @@ class TensorizedLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(shape.out_channels, dtype=dtype)) if bias else None
         sizes = self.format.sizes(shape, self.tensorization, self.ranks)
         _, in_modes = self.format.channel_modes(self.tensorization)
-        self._in_view = ((shape.groups,) if shape.groups > 1 else ()) + tuple(sizes[m] for m in in_modes)
+        # the input's channel axis as the format's input modes, groups first: the factors see [B, C, H, W]
+        # as [B, *input_view, H, W] (public: moment propagation and calibration view inputs the same way)
+        self.input_view = ((shape.groups,) if shape.groups > 1 else ()) + tuple(sizes[m] for m in in_modes)
         self.bound: BoundExpression | None = None  # set by freeze()
 
     # geometry of the convolution the factors compute (a linear layer: 1x1, stride 1, no padding)
@@ -96,7 +98,7 @@ class TensorizedLayer(nn.Module):
     def plan_for(self, input_shape: tuple[int, ...]):
         """The conv_einsum plan this layer uses for an input of `input_shape`."""
         (batch, _, h, w), padding = self._conv_input(input_shape)
-        return self._plan((batch, *self._in_view, h, w), padding)
+        return self.plan_for_view((batch, *self.input_view, h, w), padding)
 
     def freeze(self, input_shape: tuple[int, ...]) -> None:
         """The deployment form: the plan for `input_shape` with the weight-only steps done once (see
@@ -111,7 +113,10 @@ class TensorizedLayer(nn.Module):
         self._frozen_hw = (tuple(plan.shapes[0][-2:]), tuple(plan.output_shape[-2:]))
         self.factors = nn.ParameterList()
 
-    def _plan(self, x_shape: tuple[int, ...], padding, backward: bool | None = None):
+    def plan_for_view(self, x_shape: tuple[int, ...], padding, backward: bool | None = None):
+        """The conv_einsum plan for an input already viewed as [B, *input_view, H, W] (`x_shape`) and
+        padded by `padding` (0 when the layer pads explicitly first); planned for a backward pass when
+        `backward`, or (None) when training with gradients on."""
         if backward is None:
             backward = self.training and torch.is_grad_enabled()
         return contract_expression(self.expression, x_shape, *(tuple(p.shape) for p in self.factors),
@@ -127,14 +132,14 @@ class TensorizedLayer(nn.Module):
                 raise ValueError(f"this layer is a factor chain planned for {in_hw[0]}x{in_hw[1]} inputs, got "
                                  f"{x.shape[-2]}x{x.shape[-1]}; tnncompress.load(DIR, form='factors') (or "
                                  "form='dense') runs at any size")
-            y = self.bound(reshaped(x, (-1, *self._in_view, *in_hw)))
+            y = self.bound(reshaped(x, (-1, *self.input_view, *in_hw)))
             y = reshaped(y, (-1, self.shape.out_channels, *out_hw))
         else:
             batch, _, h, w = x.shape
-            xt = x.reshape(batch, *self._in_view, h, w)
+            xt = x.reshape(batch, *self.input_view, h, w)
             # plan for the backward pass whenever one will follow (also in eval mode, as in distillation)
             backward = torch.is_grad_enabled() and (xt.requires_grad or any(p.requires_grad for p in self.factors))
-            y = self._plan(tuple(xt.shape), padding, backward)(xt, *self.factors)
+            y = self.plan_for_view(tuple(xt.shape), padding, backward)(xt, *self.factors)
             y = y.reshape(batch, self.shape.out_channels, y.shape[-2], y.shape[-1])
         if self.bias is not None:
             y = y + self.bias[:, None, None]
@@ -156,27 +161,28 @@ class TensorizedConv2d(TensorizedLayer):
         self.padding = padding if isinstance(padding, str) else tuple(padding)
         self.padding_mode = padding_mode
 
-    def _explicit_pads(self) -> list[tuple[int, int]]:
+    def explicit_pads(self) -> list[tuple[int, int]]:
+        """(before, after) padding of the rows and of the columns, as nn.Conv2d applies it."""
         if isinstance(self.padding, str):  # "same" with a padding mode: pad as conv would, then valid
             totals = [d * (k - 1) for d, k in zip(self.dilation, (self.shape.kh, self.shape.kw), strict=True)]
             return [(t // 2, t - t // 2) for t in totals]
         return [(p, p) for p in self.padding]
 
-    def _pads_explicitly(self) -> bool:
+    def pads_explicitly(self) -> bool:
         """Non-zero padding modes pad explicitly, as nn.Conv2d does; zero padding goes to conv_einsum."""
         return self.padding_mode != "zeros" and self.padding not in ((0, 0), "valid")
 
     def _conv_input(self, input_shape):
-        if not self._pads_explicitly():
+        if not self.pads_explicitly():
             return tuple(input_shape), self.padding
         batch, c, h, w = input_shape
-        pads = self._explicit_pads()
+        pads = self.explicit_pads()
         return (batch, c, h + sum(pads[0]), w + sum(pads[1])), 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         padding = self.padding
-        if self._pads_explicitly():
-            x = F.pad(x, [v for lo_hi in reversed(self._explicit_pads()) for v in lo_hi], mode=self.padding_mode)
+        if self.pads_explicitly():
+            x = F.pad(x, [v for lo_hi in reversed(self.explicit_pads()) for v in lo_hi], mode=self.padding_mode)
             padding = 0
         return self._apply_factors(x, padding)
 
