@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .linalg import leading_singular_vectors, letters, relative_error, unfold
+from .linalg import leading_singular_vectors, letters, relative_error, split_modes, unfold
 
 
 @dataclass
@@ -41,12 +41,6 @@ def khatri_rao(factors: list[torch.Tensor]) -> torch.Tensor:
     for f in factors[1:]:
         out = (out[:, None, :] * f[None, :, :]).reshape(-1, f.shape[1])
     return out
-
-
-def split_modes(shape: tuple[int, ...]) -> int:
-    """The k that splits the modes into [0, k) and [k, n) with the larger half's size least (both halves
-    non-empty): the two products with the tensor cost the same for any k, the rest grows with the halves."""
-    return min(range(1, len(shape)), key=lambda k: max(math.prod(shape[:k]), math.prod(shape[k:])))
 
 
 def _solve(gram: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:

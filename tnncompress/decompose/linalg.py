@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import string
 
 import torch
@@ -49,3 +50,9 @@ def relative_error(approx: torch.Tensor, target: torch.Tensor) -> float:
 
 def letters(n: int) -> str:
     return string.ascii_lowercase[:n]
+
+
+def split_modes(shape: tuple[int, ...]) -> int:
+    """The k that splits the modes into [0, k) and [k, n) with the larger half's size least (both halves
+    non-empty): the two products with the tensor cost the same for any k, the rest grows with the halves."""
+    return min(range(1, len(shape)), key=lambda k: max(math.prod(shape[:k]), math.prod(shape[k:])))

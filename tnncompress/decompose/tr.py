@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import torch
 from opt_einsum import contract
 
-from .cp import split_modes
-from .linalg import relative_error
+from .linalg import relative_error, split_modes
 from .tt import tt_svd
 
 

@@ -32,7 +32,7 @@ from ..report import RunReport
 from ..timing import Stopwatch
 from . import stages
 from .recipe import Recipe
-from .run import _before_work, compress_stages, evaluate_stage, prepare, report_of
+from .run import before_work, compress_stages, evaluate_stage, prepare, report_of
 
 IN_MEMORY = "<in-memory model>"  # what the report names as the checkpoint
 # options that only the file-writing run uses: an in-memory run refuses them rather than ignore them
@@ -64,7 +64,7 @@ def compress(model: nn.Module, recipe: Recipe | None = None, *, data: str | None
         if loaded.input_size is None and (spec is None or spec.kind == "synthetic"):
             raise UsageError(f"compress() needs the model's input size: give {opt('input_size')} (C,H,W) or data")
         test, train = stages.splits(recipe, spec, loaded)
-        pool = _before_work(recipe, loaded, train)
+        pool = before_work(recipe, loaded, train)
     done = compress_stages(recipe, loaded, test, train, pool, ctx, clock, checkpoints=None)
     bqn, _, student, accuracy = evaluate_stage(recipe, loaded, done, test, ctx, clock)
     return CompressResult(student, report_of(recipe, loaded, done, student, accuracy, clock, pool, bqn))

@@ -84,7 +84,7 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False) -> RunResult:
         ctx.barrier()  # rank 0 has prepared the staging directory
         with clock.stage("load"):
             loaded, test, train = stages.load(recipe, spec)
-            pool = _before_work(recipe, loaded, train)
+            pool = before_work(recipe, loaded, train)
         if trains and ctx.main:
             _check_resumable(ws, recipe, resume)
         done = compress_stages(recipe, loaded, test, train, pool, ctx, clock, ws.checkpoints, resume)
@@ -122,7 +122,7 @@ def prepare(recipe: Recipe) -> None:
     torch.manual_seed(recipe.seed)
 
 
-def _before_work(recipe: Recipe, loaded, train):
+def before_work(recipe: Recipe, loaded, train):
     """Checks that refuse a run before any slow work, and the calibration pool."""
     if recipe.bqn.enabled:
         stages.check_bqn(recipe, loaded)
