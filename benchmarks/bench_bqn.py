@@ -26,7 +26,7 @@ from tnncompress.bayes import BayesianQuantizedNetwork  # noqa: E402
 from tnncompress.bayes.activations import fit_steps, quantize_activations  # noqa: E402
 from tnncompress.bayes.objective import elbo_loss  # noqa: E402
 from tnncompress.compress import CompressConfig, compress_model, plan_model, select_layers  # noqa: E402
-from tnncompress.distill import Context, DistillConfig, build_phase, find_units  # noqa: E402
+from tnncompress.distill import Context, DistillConfig, KdModels, PhaseSpec, build_phase, find_units  # noqa: E402
 from tnncompress.formats import planned  # noqa: E402
 from tnncompress.io import load_model  # noqa: E402
 from tnncompress.timing import interleaved_medians  # noqa: E402
@@ -58,7 +58,8 @@ def main() -> None:
     units = find_units(kd_student, size, "layer")
     steps = {}
     with planned(kd_student, "measure"):
-        phase = build_phase(0, "e2e", None, 10, loaded.model, kd_student, units, config, Context(), 1)
+        phase = build_phase(PhaseSpec(0, "e2e", None, 10, 1), KdModels(loaded.model, kd_student, units), config,
+                            Context())
         kd_opt = torch.optim.Adam(phase.params, lr=1e-5)
 
         def kd_step():

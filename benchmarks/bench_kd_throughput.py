@@ -32,7 +32,9 @@ from tnncompress.compress import CompressConfig, compress_model, plan_model, sel
 from tnncompress.distill import (  # noqa: E402
     Context,
     DistillConfig,
-    build_phase,  # noqa: E402
+    KdModels,
+    PhaseSpec,
+    build_phase,
     find_units,
 )
 from tnncompress.formats import TensorizedLayer  # noqa: E402
@@ -91,13 +93,13 @@ def main() -> None:
         teacher.to(args.device)
         config = DistillConfig(algorithm="seq", seq_cache=False)
         units = find_units(student, (1, 28, 28), "layer")
-        phases = [build_phase(i, "seq", u, 1, teacher, student, units, config, ctx, len(units))
-                  for i, u in enumerate(units)]
+        models = KdModels(teacher, student, units)
+        phases = [build_phase(PhaseSpec(i, "seq", u, 1, len(units)), models, config, ctx) for i, u in enumerate(units)]
         seq_steps = [stepper(p) for p in phases]  # parameters of every unit train (each step its own)
         for p in phases:
             for q in p.params:
                 q.requires_grad_(True)
-        e2e = stepper(build_phase(0, "e2e", None, 1, teacher, student, units, config, ctx, 1))
+        e2e = stepper(build_phase(PhaseSpec(0, "e2e", None, 1, 1), models, config, ctx))
 
         def seq_all(seq_steps=seq_steps):
             with autocast:
@@ -115,8 +117,9 @@ def main() -> None:
             kind_units = find_units(student, (1, 28, 28), kind)
             pairs = [(capture(student, x, inputs=(u.name,))[(u.name, "input")],
                       capture(teacher, x, outputs=(u.output,))[(u.output, "output")]) for u in kind_units]
-            cached_phases = [build_phase(i, "seq", u, 1, teacher, student, kind_units, cached_config, ctx,
-                                         len(kind_units)) for i, u in enumerate(kind_units)]
+            cached_phases = [build_phase(PhaseSpec(i, "seq", u, 1, len(kind_units)),
+                                         KdModels(teacher, student, kind_units), cached_config, ctx)
+                             for i, u in enumerate(kind_units)]
             for p in cached_phases:  # building a phase switches the others' parameters off
                 for q in p.params:
                     q.requires_grad_(True)

@@ -27,7 +27,7 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import machine, today  # noqa: E402
 from tnncompress.compress import CompressConfig, compress_model, plan_model, select_layers  # noqa: E402
-from tnncompress.distill import Context, DistillConfig, build_phase, find_units  # noqa: E402
+from tnncompress.distill import Context, DistillConfig, KdModels, PhaseSpec, build_phase, find_units  # noqa: E402
 from tnncompress.formats import TensorizedLayer  # noqa: E402
 from tnncompress.io import load_model  # noqa: E402
 from tnncompress.spectral import SPECTRAL_LAYERS, SpectralControl, layer_spectrum  # noqa: E402
@@ -107,7 +107,7 @@ def overhead(args) -> dict:
     ctx = Context()
     config = DistillConfig(algorithm="e2e", loss="kl", batch_size=args.batch)
     units = find_units(student, size, "layer")
-    phase = build_phase(0, "e2e", None, 10, loaded.model, student, units, config, ctx, 1)
+    phase = build_phase(PhaseSpec(0, "e2e", None, 10, 1), KdModels(loaded.model, student, units), config, ctx)
     optimizer = torch.optim.Adam(phase.params, lr=1e-5)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(args.batch, *size, generator=g), torch.randint(0, 10, (args.batch,), generator=g)

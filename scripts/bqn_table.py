@@ -80,7 +80,7 @@ def row(bits: int, args, student, train, test) -> dict:
     config = BqnConfig(bits=bits, steps=args.steps, lr=args.lr, lam=args.lam, batch_size=args.batch,
                        sharpen=args.sharpen, act_bits=args.act_bits, train_float=args.train_float)
     t0 = time.perf_counter()
-    training = learn_posterior(bqn, None, train, config, Context(), seed=0)
+    training = learn_posterior(bqn, None, train, config, Context(seed=0))
     seconds = time.perf_counter() - t0
     end = evaluate_bqn(bqn, test, args.samples, limit=limit, pool=pool)
     return {"bits": bits, "act_bits": args.act_bits, "train_float": args.train_float,

@@ -22,7 +22,7 @@ from tnncompress import __version__
 from tnncompress.data import load_data
 from tnncompress.io import save_state_dict
 from tnncompress.models import create_model
-from tnncompress.training import TrainConfig, train_classifier
+from tnncompress.train import TrainConfig, train_classifier
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from torch import nn
 
 from tnncompress.calibrate import CalibrationPool
 from tnncompress.compress import data_aware_init
-from tnncompress.distill import Context, DistillConfig, distil
+from tnncompress.distill import Context, DistillConfig, KdData, distil
 from tnncompress.evaluate import evaluate
 from tnncompress.formats import TensorizedLayer, planned
 
@@ -70,6 +70,6 @@ def test_distillation_steps_and_evaluation_on_the_device(monkeypatch):
     train, test = load_data("fashion-mnist", "train"), load_data("fashion-mnist", "test")
     teacher, student = _models()
     config = DistillConfig(algorithm="e2e", steps=12, eval_limit=256, plan="measure", batch_size=64)
-    result = distil(teacher, student, train, test, (1, 28, 28), config, Context(device=DEVICE))
+    result = distil(teacher, student, KdData(train, test, (1, 28, 28)), config, Context(device=DEVICE))
     assert result.updates == 12 and result.device == DEVICE
     assert evaluate(student, test, device=DEVICE, limit=256).samples == 256

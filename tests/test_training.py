@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tnncompress.data import ClassificationData, TensorImageDataset, load_data
+from tnncompress.data import ClassificationData, TensorImageDataset, augment_batch, load_data
 from tnncompress.models import create_model
-from tnncompress.training import TrainConfig, augment_batch, train_classifier
+from tnncompress.train import TrainConfig, train_classifier
 
 
 def test_augment_matches_explicit_crop_and_flip():

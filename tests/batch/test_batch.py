@@ -12,9 +12,9 @@ from tnncompress.cli.app import app
 from typer.testing import CliRunner
 
 from tnncompress.batch import collect
-from tnncompress.distill.hooks import observe_checkpoints
 from tnncompress.pipeline import run, stages
 from tnncompress.report import read_report
+from tnncompress.train.hooks import observe_checkpoints
 
 runner = CliRunner()
 SMALL_CNN = Path(__file__).resolve().parents[2] / "tnncompress/models/checkpoints/small_cnn_fashion_mnist.safetensors"

@@ -55,7 +55,7 @@ def test_annealing_is_geometric_and_ends_at_the_map_network(monkeypatch, sharpen
     monkeypatch.setattr(bqn, "analytic", recording)
     steps = 4
     config = BqnConfig(bits=2, steps=steps, batch_size=8, lr=1e-3, sharpen=sharpen)
-    learn_posterior(bqn, None, _train_split(), config, Context(), seed=0)
+    learn_posterior(bqn, None, _train_split(), config, Context(seed=0))
     assert seen == pytest.approx([sharpen ** (t / steps) for t in range(steps)], rel=1e-6)
     assert all(float(p.sharpness) == pytest.approx(sharpen) for p in bqn.posteriors.values())
     x = torch.randn(4, 2, 6, 6)

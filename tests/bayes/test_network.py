@@ -163,8 +163,8 @@ def test_the_elbo_gradient_passes_gradcheck():
 def test_size_counts_bits_and_the_float_rest():
     bqn = BayesianQuantizedNetwork(_tiny(torch.float32), bits=4)
     size = bqn.size()
-    assert size["quantised_weights"] == sum(p.numel() for p in bqn.student.mid.factors)
-    assert size["bytes"] < size["float32_bytes"] and size["ratio"] > 1
+    assert size.quantised_weights == sum(p.numel() for p in bqn.student.mid.factors)
+    assert size.bytes < size.float32_bytes and size.ratio > 1
 
 
 @pytest.mark.slow
@@ -250,7 +250,7 @@ def test_through_relus_and_max_pooling_the_analytic_nll_is_an_approximation_and_
     posterior. The analytic NLL is not a bound there: it is labelled so, and the Monte Carlo expected NLL
     reported next to it agrees with an independent estimate."""
     from tnncompress.bayes.evaluate import evaluate_bqn
-    from tnncompress.bayes.result import BqnReport
+    from tnncompress.bayes.result import BqnReport, PosteriorTraining
     from tnncompress.data import load_data
     from tnncompress.report.markdown import _bqn
 
@@ -265,8 +265,8 @@ def test_through_relus_and_max_pooling_the_analytic_nll_is_an_approximation_and_
     expected, _ = _expected_nll(bqn, x, y, 400, 7)
     # the 40 draws' mean against 400 other draws: within 4 of the reported standard errors
     assert abs(metrics.expected_nll - float(expected.mean())) < 4 * metrics.expected_nll_se
-    report = BqnReport(2, True, 1e-3, "labels", bqn.names, bqn.size(), {"steps": 0, "seconds": 0, "kl": 0,
-                                                                          "temperature": 1.0},
+    report = BqnReport(2, True, 1e-3, "labels", bqn.names, bqn.size(),
+                       PosteriorTraining(0, None, 0.0, [], 0.0, 0.0, 0.0, 1.0),
                        analytic=metrics.analytic, mc=metrics.mc, map=metrics.map, samples=40,
                        expected_nll=metrics.expected_nll, expected_nll_se=metrics.expected_nll_se,
                        analytic_inexact=metrics.analytic_inexact)

@@ -11,13 +11,13 @@ import torch
 from torch import nn
 
 from tnncompress.calibrate import calibration_pool
-from tnncompress.distill import Budget, Context, DistillConfig, distil
+from tnncompress.distill import Budget, Context, DistillConfig, KdData, distil
 from tnncompress.distill.budget import PARTS, WallClock, steps_left, steps_that_fit
-from tnncompress.distill.loop import Phase, PhaseState, train_phase
+from tnncompress.train import Callbacks, Phase, PhaseState, train_phase
 
 from .conftest import teacher_and_student
 
-distil_module = importlib.import_module("tnncompress.distill.distil")
+phases_module = importlib.import_module("tnncompress.distill.phases")
 
 
 def test_nested_parts_are_counted_once_and_the_parts_add_up_to_the_total():
@@ -87,16 +87,16 @@ class _Stream:
 def _phase(steps):
     model = nn.Linear(4, 2)
     return Phase(0, "E2E-KD", "e2e", steps, model, list(model.parameters()),
-                 lambda x, y: nn.functional.mse_loss(model(x), y))
+                 lambda x, y: nn.functional.mse_loss(model(x), y), stream=_Stream())
 
 
 def test_a_phase_stops_at_the_deadline_after_at_least_one_step():
     config = DistillConfig(algorithm="e2e", steps=50)
     saved = []
-    state = train_phase(_phase(50), _Stream(), config, Context(), PhaseState(), saved.append, lambda *a: None, [],
+    state = train_phase(_phase(50), config.loop(), Context(), PhaseState(), Callbacks(checkpoint=saved.append),
                         deadline=time.perf_counter())
     assert state.out_of_time and state.step == 1 and saved == []
-    state = train_phase(_phase(50), _Stream(), config, Context(), PhaseState(), saved.append, lambda *a: None, [],
+    state = train_phase(_phase(50), config.loop(), Context(), PhaseState(), Callbacks(checkpoint=saved.append),
                         deadline=time.perf_counter() + 600)
     assert not state.out_of_time and state.step == 50
 
@@ -108,10 +108,10 @@ def test_a_run_whose_pilots_misjudge_the_steps_still_ends_at_its_budget(bundled_
     plus its last evaluation (and the one step and checkpoint under way at the deadline)."""
     train, test = bundled_data
     teacher, student = teacher_and_student("mcp", 0.2)
-    monkeypatch.setattr(distil_module, "_step_seconds", lambda *a, **k: 1e-4)
+    monkeypatch.setattr(phases_module, "_step_seconds", lambda *a, **k: 1e-4)
     config = DistillConfig(algorithm="auto", budget="4s", seq_share=0.5, eval_limit=200, plan="optimal")
     started = time.perf_counter()
-    result = distil(teacher, student, train, test, (1, 28, 28), config, Context(), pool=calibration_pool(train, 256))
+    result = distil(teacher, student, KdData(train, test, (1, 28, 28), calibration_pool(train, 256)), config, Context())
     wall = time.perf_counter() - started
     seconds = result.seconds
     assert seconds["total"] == pytest.approx(wall, abs=0.5)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tnncompress.calibrate import calibration_pool
-from tnncompress.distill import Context, DistillConfig, distil
+from tnncompress.distill import Context, DistillConfig, KdData, distil
 
 from .conftest import states_close, teacher_and_student
 
@@ -25,7 +25,7 @@ def _run(train, test, monkeypatch=None, reverse=False, memory=1 << 30, **overrid
         real = distil_module.find_units
         monkeypatch.setattr(distil_module, "find_units", lambda *a, **k: list(reversed(real(*a, **k))))
     pool = calibration_pool(train, 256)
-    result = distil(teacher, student, train, test, (1, 28, 28), config, Context(), pool=pool, cache_memory=memory)
+    result = distil(teacher, student, KdData(train, test, (1, 28, 28), pool), config, Context(cache_memory=memory))
     return result, student
 
 
@@ -57,7 +57,7 @@ def test_cached_seq_kd_with_student_inputs_recovers_accuracy(bundled_data):
 
     before = evaluate(student, test, limit=1000).top1
     config = DistillConfig(algorithm="seq", steps=300, lr=3e-3, eval_limit=1000, plan="optimal")
-    distil(teacher, student, train, test, (1, 28, 28), config, Context(), pool=calibration_pool(train, 512))
+    distil(teacher, student, KdData(train, test, (1, 28, 28), calibration_pool(train, 512)), config, Context())
     after = evaluate(student, test, limit=1000).top1
     assert after > before + 0.3, (before, after)
 
@@ -67,7 +67,7 @@ def test_auto_turns_a_wall_clock_budget_into_steps(bundled_data):
     train, test = bundled_data
     teacher, student = teacher_and_student("mcp", 0.2)
     config = DistillConfig(algorithm="auto", budget="6s", seq_share=0.5, eval_limit=200, plan="optimal")
-    result = distil(teacher, student, train, test, (1, 28, 28), config, Context(), pool=calibration_pool(train, 256))
+    result = distil(teacher, student, KdData(train, test, (1, 28, 28), calibration_pool(train, 256)), config, Context())
     kinds = [k for k, _, _ in result.budget.phases]
     assert kinds[-1] == "finetune" and set(kinds[:-1]) == {"seq"} and result.budget.seconds == 6
     assert all(steps >= 1 for _, _, steps in result.budget.phases)

@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from tnncompress.distill import CHECKPOINT_FILE, Context, DistillConfig, distil
-from tnncompress.distill.hooks import observe_checkpoints
+from tnncompress.distill import CHECKPOINT_FILE, Context, DistillConfig, KdData, distil
 from tnncompress.evaluate import evaluate
+from tnncompress.train.hooks import observe_checkpoints
 
 from .conftest import states_close, teacher_and_student
 
-distil_module = importlib.import_module("tnncompress.distill.distil")
+checkpoint_module = importlib.import_module("tnncompress.train.checkpoint")
 
 STEPS = 150
 
@@ -26,7 +26,7 @@ def test_distillation_raises_accuracy_well_above_layer_decomp(bundled_data, algo
     before = evaluate(student, test, limit=2000).top1
     # 3e-3 rather than the dissertation's 1e-3: a budget of 150 updates is tiny (see RESULTS.md)
     config = DistillConfig(algorithm=algorithm, steps=STEPS, lr=3e-3, eval_limit=2000)
-    result = distil(teacher, student, train, test, (1, 28, 28), config, Context())
+    result = distil(teacher, student, KdData(train, test, (1, 28, 28)), config, Context())
     after = evaluate(student, test, limit=2000).top1
     # Layer-Decomp alone keeps about a third of the teacher's 93%; 150 updates bring back most of the rest
     # (measured: seq 0.33 -> 0.84, e2e 0.33 -> 0.89).
@@ -56,8 +56,8 @@ def _run(config, data, checkpoint_dir=None, resume=False, stop_at=None):
             raise _Interrupt
     try:
         with observe_checkpoints(on_checkpoint):
-            section = distil(teacher, student, train, test, (1, 28, 28), config, Context(),
-                             checkpoint_dir=checkpoint_dir, resume=resume)
+            section = distil(teacher, student, KdData(train, test, (1, 28, 28)), config,
+                             Context(checkpoints=checkpoint_dir, resume=resume))
     except _Interrupt:
         return None, student, seen
     return section, student, seen
@@ -84,7 +84,7 @@ def test_a_diverging_loss_restores_the_last_good_state_and_lowers_the_learning_r
     train, test = bundled_data
     teacher, student = teacher_and_student("cp", 0.2)
     config = DistillConfig(algorithm="e2e", steps=40, lr=10.0, eval_limit=500, max_retries=8)
-    result = distil(teacher, student, train, test, (1, 28, 28), config, Context())
+    result = distil(teacher, student, KdData(train, test, (1, 28, 28)), config, Context())
     events = result.events
     assert events and all("learning rate x0.1" in e.action or "stopped" in e.action for e in events)
     assert result.phases[0].lr_reductions == len(events)
@@ -124,7 +124,7 @@ def test_a_resumed_run_takes_the_interrupted_runs_measured_plans_bit_for_bit(bun
 
     # the control: resumed without the recorded plans, the naive ones give other weights
     (tmp_path / CHECKPOINT_FILE).write_bytes(kept)
-    monkeypatch.setattr(distil_module, "pin_plans", lambda plans: None)
+    monkeypatch.setattr(checkpoint_module, "pin_plans", lambda plans: None)
     forget_plans()
     _, unpinned, _ = _run(config, bundled_data, tmp_path, resume=True)
     assert naive and not all(torch.equal(v, sb[k]) for k, v in unpinned.state_dict().items())
@@ -138,7 +138,7 @@ def json_key_has_backward(key: str) -> bool:
 
 
 def test_checkpoint_observers_see_each_saved_state_only_inside_their_block():
-    from tnncompress.distill.hooks import checkpoint_saved
+    from tnncompress.train.hooks import checkpoint_saved
 
     seen = []
     with observe_checkpoints(seen.append), observe_checkpoints(lambda p: seen.append(("second", p["n"]))):

@@ -42,12 +42,12 @@ def test_cross_entropy_is_mixed_in_with_its_weight():
 
 def test_learning_rate_warms_up_then_decays_tenfold_at_each_milestone():
     from tnncompress.distill import DistillConfig
-    from tnncompress.distill.loop import PhaseState, learning_rate
+    from tnncompress.train import PhaseState, learning_rate
 
-    config = DistillConfig(lr=1e-2, decay_at=[0.5, 0.75], warmup_steps=10)
+    config = DistillConfig(lr=1e-2, decay_at=[0.5, 0.75], warmup_steps=10).loop().schedule
     at = {step: learning_rate(config, PhaseState(step=step), 100) for step in (0, 4, 9, 49, 50, 74, 75, 99)}
     assert at == pytest.approx({0: 1e-3, 4: 5e-3, 9: 1e-2, 49: 1e-2, 50: 1e-3, 74: 1e-3, 75: 1e-4, 99: 1e-4})
     assert learning_rate(config, PhaseState(step=60, lr_scale=0.1), 100) == pytest.approx(1e-4)  # after the guard
-    plain = DistillConfig(lr=1e-3)  # the defaults: no warm-up, x0.1 at half and three quarters
+    plain = DistillConfig(lr=1e-3).loop().schedule  # the defaults: no warm-up, x0.1 at half and three quarters
     assert [learning_rate(plain, PhaseState(step=s), 8) for s in (0, 3, 4, 5, 6, 7)] == pytest.approx(
         [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])

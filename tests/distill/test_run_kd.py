@@ -7,9 +7,9 @@ from safetensors.torch import load_file
 from tnncompress.cli.app import app
 from typer.testing import CliRunner
 
-from tnncompress.distill.hooks import observe_checkpoints
 from tnncompress.pipeline import Recipe, run
 from tnncompress.report import read_report
+from tnncompress.train.hooks import observe_checkpoints
 
 from .conftest import SMALL_CNN
 

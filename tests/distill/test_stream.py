@@ -4,7 +4,7 @@ one, with the same crops, and a restarted stream draws the same batches."""
 import torch
 
 from tnncompress.distill import Context
-from tnncompress.distill.stream import BatchStream
+from tnncompress.train.stream import BatchStream
 
 
 def test_two_shards_make_up_the_single_process_batch(bundled_data):

@@ -39,7 +39,7 @@ def test_block_units_of_a_resnet_are_its_residual_blocks_in_forward_order():
 def test_seq_kd_by_blocks_trains_each_block_with_its_layers_and_norms(bundled_data):
     import torch
 
-    from tnncompress.distill import Context, DistillConfig, distil
+    from tnncompress.distill import Context, DistillConfig, KdData, distil
 
     train, test = bundled_data
     torch.manual_seed(0)
@@ -47,7 +47,7 @@ def test_seq_kd_by_blocks_trains_each_block_with_its_layers_and_norms(bundled_da
     plans = plan_model(teacher, select_layers(teacher, (1, 28, 28), [], []), CompressConfig(format="cp", rate=0.2))
     student = compress_model(teacher, plans)[0]
     config = DistillConfig(algorithm="seq", seq_unit="block", steps=18, eval_limit=100, plan="optimal")
-    result = distil(teacher, student, train, test, (1, 28, 28), config, Context())
+    result = distil(teacher, student, KdData(train, test, (1, 28, 28)), config, Context())
     units = result.phases
     assert [u.unit for u in units] == [f"layer{s}.{b}" for s in (1, 2, 3) for b in range(3)]
     for u in units:

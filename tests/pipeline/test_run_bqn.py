@@ -28,7 +28,7 @@ def test_bqn_learns_evaluates_and_exports_the_map_qnn(tmp_path, small_cnn_checkp
     assert r.exit_code == 0, r.output
     report = read_report(out / "report.json")
     b = report.bqn
-    assert b.bits == 2 and b.training["steps"] == 6 and b.tensors
+    assert b.bits == 2 and b.training.steps == 6 and b.tensors
     assert b.sharpen == 50 and b.recalibrated == 64
     assert all(name.split(".factors.")[0] in {row.name for row in report.layers if row.status == "compressed"}
                for name in b.tensors)
@@ -38,7 +38,7 @@ def test_bqn_learns_evaluates_and_exports_the_map_qnn(tmp_path, small_cnn_checkp
     assert b.map.top1 == report.accuracy.compressed.top1
     # ... and its logits are the evaluated ones: the temperature is folded into the classifier
     assert b.temperature_folded_into and abs(b.map.nll - report.accuracy.compressed.nll) < 1e-4
-    assert b.size["bytes"] < b.size["float32_bytes"]
+    assert b.size.bytes < b.size.float32_bytes
     md = (out / "report.md").read_text()
     assert "Bayesian quantized network" in md and "re-estimated on 64 pool images" in md
     # the codes reload bit for bit into what model.safetensors holds, every value a level x the scale
@@ -87,8 +87,8 @@ def test_quantised_activations_are_learned_exported_and_reloaded(tmp_path, small
                             *FAST])
     assert r.exit_code == 0, r.output
     b = read_report(out / "report.json").bqn
-    assert b.activations["bits"] == 2 and b.activations["nodes"] == ["relu", "relu_1", "relu_2", "relu_3"]
-    assert set(b.activations["steps"]) == set(b.activations["learned_steps"]) == set(b.activations["nodes"])
+    assert b.activations.bits == 2 and b.activations.nodes == ["relu", "relu_1", "relu_2", "relu_3"]
+    assert set(b.activations.steps) == set(b.activations.learned_steps) == set(b.activations.nodes)
     assert b.train_float and "conv1.weight" in b.tensors and not any(t.startswith("fc2.") for t in b.tensors)
     assert json.loads((out / "structure.json").read_text())["activations"] == {
         "bits": 2, "nodes": ["relu", "relu_1", "relu_2", "relu_3"]}
@@ -184,8 +184,8 @@ def test_the_onnx_graph_stores_the_map_qnn_as_integer_levels(tmp_path, small_cnn
         levels = {n for n in integer if n.endswith(".levels")}
         assert len(levels) == len(report.bqn.tensors)  # one per quantized tensor (factors and dense weights)
         floats = sum(int(np.prod(t.dims)) for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
-        quantised = report.bqn.size["quantised_weights"]
-        assert floats < report.bqn.size["float_weights"] + quantised / 4  # scales, biases, norms: no float weights
+        quantised = report.bqn.size.quantised_weights
+        assert floats < report.bqn.size.float_weights + quantised / 4  # scales, biases, norms: no float weights
         assert report.onnx.folded and folds(graph, integer)
         assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {21 if bits == 4 else 17}
     assert sizes[4, "factors"] < sizes[8, "factors"] < sizes[4, "dense"] / 2

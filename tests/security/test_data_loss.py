@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tnncompress.distill.hooks import observe_checkpoints
 from tnncompress.pipeline import Recipe, run
 from tnncompress.pipeline.staging import output_lock
+from tnncompress.train.hooks import observe_checkpoints
 
 from .conftest import FAST, SMALL_CNN, invoke
 

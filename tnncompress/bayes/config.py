@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..errors import UsageError, opt
 from ..options import Section, option
+from ..train import LoopConfig, Schedule
 
 TARGETS = ("labels", "teacher")
 SCALES = ("channel", "tensor")
@@ -44,6 +45,11 @@ class BqnConfig(Section, name="bqn", title="Bayesian quantized network (BQN)", p
     @property
     def enabled(self) -> bool:
         return self.bits is not None
+
+    def loop(self) -> LoopConfig:
+        """How the posterior trains: Adam at `lr` with a cosine schedule, a checkpoint every epoch, the
+        distillation's guard."""
+        return LoopConfig(Schedule(self.lr, "cosine"))
 
     def validate(self) -> None:
         if not self.enabled and (self.act_bits or self.exclude or self.train_float):

@@ -24,6 +24,7 @@ from ..formats import TensorizedLayer
 from .activations import quantizers
 from .posterior import QuantizedPosterior
 from .propagate import Gauss, Propagator
+from .result import QnnSize
 
 
 def quantizable(student: nn.Module, dense: bool, exclude: list[str] = ()) -> list[str]:
@@ -128,7 +129,7 @@ class BayesianQuantizedNetwork(nn.Module):
     def quantised_count(self) -> int:
         return sum(self.posterior(n).logits[..., 0].numel() for n in self.names)
 
-    def size(self) -> dict[str, float]:
+    def size(self) -> QnnSize:
         """Bytes of the MAP QNN as exported: bits per quantised weight (packed), float32 scales,
         float32 for everything else; against the float32 student."""
         quantised = self.quantised_count()
@@ -137,9 +138,7 @@ class BayesianQuantizedNetwork(nn.Module):
         scales = sum(self.posterior(n).log_scale.numel() for n in self.names)
         qnn = math.ceil(quantised * self.bits / 8) + 4 * scales + 4 * (other + buffers)
         float32 = 4 * (quantised + other + buffers)
-        return {"quantised_weights": quantised, "float_weights": other, "bits": self.bits,
-                "bits_per_weight": 8 * qnn / (quantised + other), "bytes": qnn, "float32_bytes": float32,
-                "ratio": float32 / qnn}
+        return QnnSize(quantised, other, self.bits, 8 * qnn / (quantised + other), qnn, float32, float32 / qnn)
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ import math
 from ..errors import UsageError, brief, opt
 from ..formats.layer import PLANS
 from ..options import Section, option
+from ..train import LoopConfig, Schedule
 
 ALGORITHMS = ("none", "seq", "e2e", "auto")  # auto: cached Seq-KD by blocks, then E2E-KD, in one budget
 SEQ_UNITS = ("layer", "block")
@@ -65,6 +66,12 @@ class DistillConfig(Section, name="distill", title="Distillation", prefix="kd_")
         which = 1 if self.algorithm == "auto" else 0
         values = {name: choices[which] for name, choices in AUTO.items() if getattr(self, name) in ("auto", None)}
         return dataclasses.replace(self, **values)
+
+    def loop(self) -> LoopConfig:
+        """How each phase trains (the "auto" choices made)."""
+        c = self.resolved()
+        return LoopConfig(Schedule(c.lr, c.schedule, tuple(c.decay_at), c.warmup_steps), c.checkpoint_every,
+                          c.explode_factor, c.max_retries)
 
     def budget_seconds(self) -> float | None:
         """The wall-clock budget in seconds (auto's default when none is given), or None."""

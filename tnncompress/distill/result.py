@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..calibrate import CacheReport
+from ..train import GuardEvent
 
 
 @dataclass
@@ -49,17 +50,6 @@ class PhaseRecord:
     unit: str | None = None  # Seq-KD: the unit, its layers and norms
     layers: list[str] | None = None
     norms: list[str] | None = None
-
-
-@dataclass
-class GuardEvent:
-    phase: str
-    step: int
-    loss: float | str  # "nan" / "inf" as text (JSON has no such numbers)
-    action: str
-
-    def describe(self) -> str:
-        return f"{self.phase}: loss {self.loss} at step {self.step}: {self.action}"
 
 
 @dataclass

@@ -6,6 +6,7 @@ They call into their packages and log what they did; `run.py` only sequences the
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import statistics
@@ -18,7 +19,7 @@ from torch import nn
 from ..bayes import BayesianQuantizedNetwork, Propagator, evaluate_bqn, learn_posterior
 from ..bayes.activations import fit_steps, quantize_activations, quantizers
 from ..bayes.export import apply_map, fold_temperature, integer_weights
-from ..bayes.result import BqnReport
+from ..bayes.result import ActivationReport, BqnReport, PosteriorTraining
 from ..calibrate import CalibrationPool, calibration_pool, parse_memory, recalibrate_bn
 from ..compress import (
     LayerChoice,
@@ -34,7 +35,7 @@ from ..compress import (
 )
 from ..compress.select import Selection, check_patterns, matches_pattern
 from ..data import ClassificationData, DataSpec, load_data
-from ..distill import Context, DistillResult, distil
+from ..distill import Context, DistillResult, KdData, distil
 from ..distill.units import STUDENT_LAYERS
 from ..errors import UsageError, opt
 from ..evaluate import check_compatible, evaluate, output_classes
@@ -269,9 +270,9 @@ def distillation(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train,
     # resumes from the distilled student instead of distilling again. (None: in memory, none kept.)
     if checkpoints is not None:
         checkpoints.mkdir(exist_ok=True)
-    result = distil(loaded.model, student, train, test, loaded.input_size, recipe.distill, ctx, seed=recipe.seed,
-                    workers=recipe.data.workers, checkpoint_dir=checkpoints, resume=resume,
-                    pool=pool, cache_memory=parse_memory(recipe.calibrate.cache_memory),
+    ctx = dataclasses.replace(ctx, seed=recipe.seed, workers=recipe.data.workers, checkpoints=checkpoints,
+                              resume=resume, cache_memory=parse_memory(recipe.calibrate.cache_memory))
+    result = distil(loaded.model, student, KdData(train, test, loaded.input_size, pool), recipe.distill, ctx,
                     start=(before.top1, before.samples) if before and before.top1 is not None else None,
                     spectral=spectral)
     loaded.model.cpu(), student.cpu()
@@ -306,8 +307,8 @@ class BqnState:
     float_student: nn.Module  # copies taken before learning, evaluated afterwards
     ptq: nn.Module
     norms: CalibrationPool | None  # what concrete QNNs have their batch norms re-estimated on
-    activations: dict | None
-    training: dict
+    activations: ActivationReport | None
+    training: PosteriorTraining
 
 
 def bqn_learn(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, ctx: Context, checkpoints: Path | None,
@@ -323,19 +324,18 @@ def bqn_learn(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, ct
     network = BayesianQuantizedNetwork(student, config.bits, config.dense, config.scale == "channel",
                                        exclude=config.exclude)
     log.info("BQN: %d tensors, %d weights at %d bits%s", len(network.names), network.quantised_count(), config.bits,
-             f", {len(activations['nodes'])} activations at {config.act_bits} bits" if activations else "")
+             f", {len(activations.nodes)} activations at {config.act_bits} bits" if activations else "")
     norms = pool.head(config.recalibrate) if pool is not None and config.recalibrate else None
     with torch.no_grad():
         ptq = network.qnn(network.weights("map"), norms).cpu()
     if ctx.main and checkpoints is not None:
         checkpoints.mkdir(exist_ok=True)
     ctx.barrier()
-    training = learn_posterior(network, loaded.model if config.targets == "teacher" else None, train, config, ctx,
-                               seed=recipe.seed, workers=recipe.data.workers, checkpoint_dir=checkpoints,
-                               resume=resume)
+    ctx = dataclasses.replace(ctx, seed=recipe.seed, workers=recipe.data.workers, checkpoints=checkpoints,
+                              resume=resume)
+    training = learn_posterior(network, loaded.model if config.targets == "teacher" else None, train, config, ctx)
     if activations:
-        activations["learned_steps"] = {n: float(m.step.detach()) for n, m in quantizers(student).items()
-                                        if m.bits > 1}
+        activations.learned_steps = {n: float(m.step.detach()) for n, m in quantizers(student).items() if m.bits > 1}
     return BqnState(network, student, float_student, ptq, norms, activations, training)
 
 
@@ -371,7 +371,7 @@ def bqn_finish(recipe: Recipe, loaded: LoadedModel, state: BqnState, test, ctx: 
 
 
 def quantised_activations(student: nn.Module, bits: int, pool: CalibrationPool | None, device: str
-                          ) -> tuple[nn.Module, dict]:
+                          ) -> tuple[nn.Module, ActivationReport]:
     """The student with its ReLUs quantised: steps fitted to the float ReLUs' outputs on the pool, then
     its batch norms re-estimated under the quantised activations (sign changes every statistic after it)."""
     student = quantize_activations(student, bits).to(device)
@@ -382,7 +382,7 @@ def quantised_activations(student: nn.Module, bits: int, pool: CalibrationPool |
     nodes = sorted(quantizers(student))
     log.info("activations: %d ReLUs quantised to %d bits%s", len(nodes), bits,
              " (steps fitted on the pool, norms re-estimated)" if pool is not None else "")
-    return student, {"bits": bits, "nodes": nodes, "steps": steps, "recalibrated": len(pool) if pool else 0}
+    return student, ActivationReport(bits, nodes, steps, len(pool) if pool else 0)
 
 
 def accuracy(recipe: Recipe, loaded: LoadedModel, student: nn.Module, test: ClassificationData | None,

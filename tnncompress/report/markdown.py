@@ -225,17 +225,17 @@ def _bqn(b) -> list[str]:
     size, t = b.size, b.training
     which = "factors and dense layers" if b.dense else "the compressed layers' factors"
     lines = ["", "## Bayesian quantized network", "",
-             f"{b.bits}-bit categorical posterior over {size['quantised_weights']:,} weights in {len(b.tensors)} "
-             f"tensors ({which}); lambda {b.lam:g}, targets {_code(b.targets)}; {t['steps']} updates in "
-             f"{t['seconds']:.0f} s, final KL to the uniform prior {t['kl']:.4g} nats, temperature "
-             f"{t['temperature']:.3f}"
+             f"{b.bits}-bit categorical posterior over {size.quantised_weights:,} weights in {len(b.tensors)} "
+             f"tensors ({which}); lambda {b.lam:g}, targets {_code(b.targets)}; {t.steps} updates in "
+             f"{t.seconds:.0f} s, final KL to the uniform prior {t.kl:.4g} nats, temperature "
+             f"{t.temperature:.3f}"
              + (f", categoricals annealed to temperature 1/{b.sharpen:g}" if b.sharpen != 1 else "") + ". "
              + (f"Every concrete QNN's batch norms re-estimated on {b.recalibrated:,} pool images."
                 if b.recalibrated else "Concrete QNNs keep the float student's batch-norm statistics.")
              + (" The float parameters learned with the posterior." if b.train_float else ""),
              *_activations(b.activations),
-             f"MAP QNN: {size['bytes']:,} bytes ({size['bits_per_weight']:.2f} bits per weight over all weights) "
-             f"against {size['float32_bytes']:,} in float32 ({size['ratio']:.2f}x smaller); codes in "
+             f"MAP QNN: {size.bytes:,} bytes ({size.bits_per_weight:.2f} bits per weight over all weights) "
+             f"against {size.float32_bytes:,} in float32 ({size.ratio:.2f}x smaller); codes in "
              f"{_code(b.codes_file)}; "
              + (f"the temperature is folded into {_code(b.temperature_folded_into)}, so the exported logits are the "
                 "evaluated ones." if b.temperature_folded_into else
@@ -259,14 +259,14 @@ def _bqn(b) -> list[str]:
     return lines
 
 
-def _activations(a: dict | None) -> list[str]:
-    if not a:
+def _activations(a) -> list[str]:
+    if a is None:
         return []
-    kind = "sign activations ({-1, +1})" if a["bits"] == 1 else f"{a['bits']}-bit quantised ReLUs"
-    steps = a.get("learned_steps") or {}
+    kind = "sign activations ({-1, +1})" if a.bits == 1 else f"{a.bits}-bit quantised ReLUs"
+    steps = a.learned_steps
     span = f"; steps {min(steps.values()):.3g} to {max(steps.values()):.3g} after training" if steps else ""
-    return [f"Activations: {len(a['nodes'])} ReLUs became {kind}{span}; batch norms re-estimated on "
-            f"{a.get('recalibrated', 0):,} pool images under them before the posterior was learned."]
+    return [f"Activations: {len(a.nodes)} ReLUs became {kind}{span}; batch norms re-estimated on "
+            f"{a.recalibrated:,} pool images under them before the posterior was learned."]
 
 
 _ASSIGNMENT = {"measured": "each layer its fastest form", "dense": "every layer dense",

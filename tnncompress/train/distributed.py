@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -18,9 +19,18 @@ import torch.distributed as dist
 
 @dataclass(frozen=True)
 class Context:
+    """Where and how a stage that learns runs: this process in its group, its device, and the run's
+    seed, data-loader workers, where checkpoints are kept (None: nowhere) and whether to resume from them,
+    and the memory activation caches may use."""
+
     rank: int = 0
     world: int = 1
     device: str = "cpu"
+    seed: int = 0
+    workers: int = 0
+    checkpoints: Path | None = None
+    resume: bool = False
+    cache_memory: int = 1 << 30
 
     @property
     def main(self) -> bool:
