@@ -23,16 +23,17 @@ from pathlib import Path
 from torch import nn
 
 from ..data import parse_spec
-from ..distill import setup as setup_processes
 from ..env import resolve_device
 from ..errors import UsageError, opt
 from ..io.checkpoint import Checkpoint
 from ..io.load import LoadedModel, parse_input_size
 from ..report import RunReport
 from ..timing import Stopwatch
+from ..train import setup as setup_processes
 from . import stages
+from .flow import MAIN, SHARED, RunState, run_context, run_stages
 from .recipe import Recipe
-from .run import before_work, compress_stages, evaluate_stage, prepare, report_of
+from .run import before_work, prepare, report_of
 
 IN_MEMORY = "<in-memory model>"  # what the report names as the checkpoint
 # options that only the file-writing run uses: an in-memory run refuses them rather than ignore them
@@ -65,9 +66,9 @@ def compress(model: nn.Module, recipe: Recipe | None = None, *, data: str | None
             raise UsageError(f"compress() needs the model's input size: give {opt('input_size')} (C,H,W) or data")
         test, train = stages.splits(recipe, spec, loaded)
         pool = before_work(recipe, loaded, train)
-    done = compress_stages(recipe, loaded, test, train, pool, ctx, clock, checkpoints=None)
-    bqn, _, student, accuracy = evaluate_stage(recipe, loaded, done, test, ctx, clock)
-    return CompressResult(student, report_of(recipe, loaded, done, student, accuracy, clock, pool, bqn))
+    state = RunState(recipe, loaded, test, train, pool, run_context(recipe, ctx, None, False))  # no output
+    run_stages(state, SHARED + MAIN, clock)
+    return CompressResult(state.student, report_of(state, clock))
 
 
 def _recipe(recipe: Recipe | None, data, input_size, options: dict) -> Recipe:

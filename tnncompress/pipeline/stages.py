@@ -5,21 +5,17 @@ They call into their packages and log what they did; `run.py` only sequences the
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
 import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from ..bayes import BayesianQuantizedNetwork, Propagator, evaluate_bqn, learn_posterior
-from ..bayes.activations import fit_steps, quantize_activations, quantizers
-from ..bayes.export import apply_map, fold_temperature, integer_weights
-from ..bayes.result import ActivationReport, BqnReport, PosteriorTraining
+from ..bayes import stage as bqn_stage
+from ..bayes.activations import quantizers
+from ..bayes.export import integer_weights, write_codes
 from ..calibrate import CalibrationPool, calibration_pool, parse_memory, recalibrate_bn
 from ..compress import (
     LayerChoice,
@@ -33,9 +29,9 @@ from ..compress import (
     select_layers,
     speed_ranks,
 )
-from ..compress.select import Selection, check_patterns, matches_pattern
+from ..compress.select import Selection
 from ..data import ClassificationData, DataSpec, load_data
-from ..distill import Context, DistillResult, KdData, distil
+from ..distill import Context
 from ..distill.units import STUDENT_LAYERS
 from ..errors import UsageError, opt
 from ..evaluate import check_compatible, evaluate, output_classes
@@ -51,10 +47,7 @@ from ..io import LoadedModel, load_model
 from ..limits import check
 from ..report import Accuracy, Latency, OnnxReport, Sizes, StageRecord, measure_latency
 from ..report.model import Int8Report
-from ..spectral import model_spectrum
-from ..spectral.control import SpectralControl
 from ..spectral.replace import Orthogonalised, orthogonalise
-from ..spectral.result import SpectralLayer, SpectralReport, fill
 from .recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -218,171 +211,9 @@ def point(name: str, model: nn.Module, test: ClassificationData | None, recipe: 
     return record
 
 
-SPECTRUM_POWER_ITERS = 20  # for the report's zero-padding lower bounds: enough to be within a few %
-
-
-def _spectrum(model: nn.Module, input_size) -> object:
-    return model_spectrum(model, input_size, power_iters=SPECTRUM_POWER_ITERS, pairs=8)
-
-
-def spectral_start(recipe: Recipe, loaded: LoadedModel, student: nn.Module, replaced: list[str] = ()
-                   ) -> tuple[SpectralControl | None, SpectralReport | None]:
-    """The constraint distillation keeps, and the report with every compressed layer's sigma_max before
-    (for layers `replaced` by orthogonal convolutions: the teacher's)."""
-    s = recipe.spectral
-    if not s.enabled:
-        return None, None
-    control = SpectralControl(student, loaded.input_size, s)
-    report = SpectralReport(s.constraint, control.every, s.orthogonality, s.bn, orthogonal_layers=list(replaced))
-    if s.measure:
-        log.info("spectrum before the constraint (%d layers)", len(control.layers) + len(replaced))
-        if control.layers:
-            fill(report, _spectrum(student, loaded.input_size), "before", set(control.layers))
-        if replaced:
-            fill(report, _spectrum(loaded.model, loaded.input_size), "before", set(replaced))
-    return control, report
-
-
-def spectral_end(recipe: Recipe, loaded: LoadedModel, student: nn.Module, control: SpectralControl,
-                 report: SpectralReport) -> SpectralReport:
-    """The constraint applied once more to every layer (the exported model meets it), then measured."""
-    results = control.project()
-    rows = {r.name: r for r in report.layers}
-    for r in results:
-        if r.name not in rows:  # not measured (--no-spectral-measure)
-            rows[r.name] = SpectralLayer(r.name, exact=False)
-            report.layers.append(rows[r.name])
-        rows[r.name].projection, rows[r.name].projection_error = r.path, r.error
-    report.projections = control.projections
-    if recipe.spectral.measure:  # orthogonal convolutions are plain ones by now (densified)
-        names = set(control.layers) | set(report.orthogonal_layers)
-        fill(report, _spectrum(student, loaded.input_size), "after", names)
-    if results and control.constraint.kind == "clip":
-        worst = max(results, key=lambda r: r.error)
-        log.info("clip:%g: largest projection error %.3g (%s)", control.constraint.value, worst.error, worst.name)
-    return report
-
-
-def distillation(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, test, ctx: Context,
-                 checkpoints: Path | None, resume: bool, pool: CalibrationPool | None,
-                 before: StageRecord | None = None, spectral: SpectralControl | None = None) -> DistillResult:
-    # The checkpoints stay until the output is in place: an interrupt during evaluation or export
-    # resumes from the distilled student instead of distilling again. (None: in memory, none kept.)
-    if checkpoints is not None:
-        checkpoints.mkdir(exist_ok=True)
-    ctx = dataclasses.replace(ctx, seed=recipe.seed, workers=recipe.data.workers, checkpoints=checkpoints,
-                              resume=resume, cache_memory=parse_memory(recipe.calibrate.cache_memory))
-    result = distil(loaded.model, student, KdData(train, test, loaded.input_size, pool), recipe.distill, ctx,
-                    start=(before.top1, before.samples) if before and before.top1 is not None else None,
-                    spectral=spectral)
-    loaded.model.cpu(), student.cpu()
-    return result
-
-
 def check_bqn(recipe: Recipe, loaded: LoadedModel) -> None:
-    """Refuse, before any work, a model whose operations moment propagation has no rule for (named),
-    taking as quantised every layer the stage may quantise, and activation quantisation without a ReLU."""
-    config = recipe.bqn
-    choices = select(recipe, loaded)
-    candidates = ({c.info.name for c in choices} if config.dense else
-                  {c.info.name for c in choices if c.status == Selection.COMPRESS})
-    if config.exclude:
-        check_patterns(config.exclude, sorted(candidates), opt("bqn_exclude"), "layer the BQN stage quantises")
-    quantised = {f"{name}.{p}" for name in candidates if not any(matches_pattern(q, name) for q in config.exclude)
-                 for p, _ in loaded.model.get_submodule(name).named_parameters()}
-    Propagator(loaded.model, quantised)
-    if config.act_bits:
-        try:
-            quantize_activations(loaded.model, config.act_bits)
-        except ValueError as exc:
-            raise UsageError(f"{opt('bqn_act_bits')}: {exc}") from None
-
-
-@dataclass
-class BqnState:
-    """The BQN stage between learning (every process) and evaluation and export (rank 0)."""
-
-    network: BayesianQuantizedNetwork
-    student: nn.Module  # the network's student: a new module when activations are quantised
-    float_student: nn.Module  # copies taken before learning, evaluated afterwards
-    ptq: nn.Module
-    norms: CalibrationPool | None  # what concrete QNNs have their batch norms re-estimated on
-    activations: ActivationReport | None
-    training: PosteriorTraining
-
-
-def bqn_learn(recipe: Recipe, loaded: LoadedModel, student: nn.Module, train, ctx: Context, checkpoints: Path | None,
-              resume: bool, pool: CalibrationPool | None) -> BqnState:
-    """Learn the quantized posterior over the student's factors (and, with quantised activations, over
-    a student whose ReLUs are quantisers). Runs in every process under torchrun (each its share of
-    every batch, gradients averaged); the float student and plain PTQ on the same grid are kept to be
-    evaluated by `bqn_finish`."""
-    config = recipe.bqn
-    float_student, activations = copy.deepcopy(student).cpu(), None
-    if config.act_bits:
-        student, activations = quantised_activations(student, config.act_bits, pool, ctx.device)
-    network = BayesianQuantizedNetwork(student, config.bits, config.dense, config.scale == "channel",
-                                       exclude=config.exclude)
-    log.info("BQN: %d tensors, %d weights at %d bits%s", len(network.names), network.quantised_count(), config.bits,
-             f", {len(activations.nodes)} activations at {config.act_bits} bits" if activations else "")
-    norms = pool.head(config.recalibrate) if pool is not None and config.recalibrate else None
-    with torch.no_grad():
-        ptq = network.qnn(network.weights("map"), norms).cpu()
-    if ctx.main and checkpoints is not None:
-        checkpoints.mkdir(exist_ok=True)
-    ctx.barrier()
-    ctx = dataclasses.replace(ctx, seed=recipe.seed, workers=recipe.data.workers, checkpoints=checkpoints,
-                              resume=resume)
-    training = learn_posterior(network, loaded.model if config.targets == "teacher" else None, train, config, ctx)
-    if activations:
-        activations.learned_steps = {n: float(m.step.detach()) for n, m in quantizers(student).items() if m.bits > 1}
-    return BqnState(network, student, float_student, ptq, norms, activations, training)
-
-
-def bqn_finish(recipe: Recipe, loaded: LoadedModel, state: BqnState, test, ctx: Context
-               ) -> tuple[BqnReport, dict, nn.Module]:
-    """Evaluate the learned posterior three ways (and the float student and PTQ), then leave the student
-    holding its MAP QNN. Returns the report section, the integer codes to export and the student."""
-    config, e, network = recipe.bqn, recipe.evaluate, state.network
-    float_student = ptq = metrics = None
-    if test is not None:
-        float_student, ptq = (evaluate(model, test, batch_size=e.batch_size, device=ctx.device, limit=e.limit,
-                                       description=f"evaluating ({name})")
-                              for name, model in (("float student", state.float_student),
-                                                  ("post-training quantisation", state.ptq)))
-        metrics = evaluate_bqn(network, test, config.samples, e.batch_size, e.limit, ctx.device, recipe.seed,
-                               state.norms)
-    report = BqnReport(config.bits, config.dense, config.lam, config.targets, list(network.names), network.size(),
-                       state.training, float_student, ptq, metrics.analytic if metrics else None,
-                       metrics.mc if metrics else None, metrics.map if metrics else None, config.samples,
-                       config.sharpen, len(state.norms) if state.norms is not None else 0,
-                       activations=state.activations, train_float=config.train_float)
-    if metrics is not None:
-        report.expected_nll, report.expected_nll_se = metrics.expected_nll, metrics.expected_nll_se
-        report.analytic_inexact = metrics.analytic_inexact
-    report.temperature_folded_into = fold_temperature(network)
-    codes = apply_map(network, state.norms)
-    network.cpu(), loaded.model.cpu()
-    if metrics is not None:
-        log.info("BQN %d bit: analytic %.2f%%, MC(S=%d) %.2f%%, MAP %.2f%% (float %.2f%%, PTQ %.2f%%)", config.bits,
-                 100 * metrics.analytic.top1, config.samples, 100 * metrics.mc.top1, 100 * metrics.map.top1,
-                 100 * float_student.top1, 100 * ptq.top1)
-    return report, codes, state.student
-
-
-def quantised_activations(student: nn.Module, bits: int, pool: CalibrationPool | None, device: str
-                          ) -> tuple[nn.Module, ActivationReport]:
-    """The student with its ReLUs quantised: steps fitted to the float ReLUs' outputs on the pool, then
-    its batch norms re-estimated under the quantised activations (sign changes every statistic after it)."""
-    student = quantize_activations(student, bits).to(device)
-    steps = {}
-    if pool is not None:
-        steps = fit_steps(student, pool.batches(256, device))
-        recalibrate_bn(student, pool)
-    nodes = sorted(quantizers(student))
-    log.info("activations: %d ReLUs quantised to %d bits%s", len(nodes), bits,
-             " (steps fitted on the pool, norms re-estimated)" if pool is not None else "")
-    return student, ActivationReport(bits, nodes, steps, len(pool) if pool else 0)
+    """Refuse, before any work, a model the BQN stage cannot propagate moments through."""
+    bqn_stage.check(recipe.bqn, loaded.model, select(recipe, loaded))
 
 
 def accuracy(recipe: Recipe, loaded: LoadedModel, student: nn.Module, test: ClassificationData | None,
@@ -400,6 +231,33 @@ def accuracy(recipe: Recipe, loaded: LoadedModel, student: nn.Module, test: Clas
     return Accuracy(data=test.source, samples=metrics["original"].samples, original=metrics["original"],
                     compressed=metrics["compressed"],
                     layer_decomp_top1=layer_decomp.top1)
+
+
+@dataclass
+class Exported:
+    """What the export stage wrote and measured: each section of the report it fills, and what the
+    latency stage times."""
+
+    onnx: OnnxReport | None
+    load_forms: FormDecision | None
+    as_loaded: nn.Module  # the model as load(DIR) gives it
+    original_graph: bytes | None  # the original model's ONNX graph
+    sizes: Sizes
+    int8: Int8Report | None = None
+    int8_graph: bytes | None = None
+
+
+def export_all(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Module, codes: dict | None,
+               pool: CalibrationPool | None, test: ClassificationData | None, ctx: Context) -> Exported:
+    """The weights and structure, model.onnx, the BQN's codes, model.int8.onnx when asked, and the sizes."""
+    onnx, load_forms, as_loaded, original_graph = export(recipe, directory, loaded, student, codes)
+    if codes is not None:
+        write_codes(directory, codes, recipe.bqn.bits)
+    int8_report, int8_graph = None, None
+    if recipe.export.quantize == "int8":
+        int8_report, int8_graph = int8(recipe, directory, loaded, student, onnx.forms, pool, test, ctx)
+    return Exported(onnx, load_forms, as_loaded, original_graph, sizes(recipe, directory, original_graph),
+                    int8_report, int8_graph)
 
 
 def export(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Module, codes: dict | None = None
@@ -498,12 +356,11 @@ def sizes(recipe: Recipe, directory: Path, original_graph: bytes | None) -> Size
     return Sizes(original, artifacts)
 
 
-def latency(recipe: Recipe, directory: Path, loaded: LoadedModel, student: nn.Module,
-            onnx: OnnxReport | None, original_graph: bytes | None, int8_graph: bytes | None = None) -> Latency:
-    """The original against the compressed model as it deploys: in PyTorch as load(DIR) gives it
-    (`student` here), in onnxruntime as model.onnx."""
+def latency(recipe: Recipe, directory: Path, loaded: LoadedModel, exported: Exported) -> Latency:
+    """The original against the compressed model as it deploys: in PyTorch as load(DIR) gives it, in
+    onnxruntime as model.onnx (and model.int8.onnx)."""
     log.info("measuring latency")
-    graph = (directory / ONNX_FILE).read_bytes() if onnx is not None else None
-    return measure_latency(loaded.model, student, original_graph, graph, loaded.input_size,
-                           tuple(recipe.report.latency_batches), seed=recipe.seed, int8_graph=int8_graph)
+    graph = (directory / ONNX_FILE).read_bytes() if exported.onnx is not None else None
+    return measure_latency(loaded.model, exported.as_loaded, exported.original_graph, graph, loaded.input_size,
+                           tuple(recipe.report.latency_batches), seed=recipe.seed, int8_graph=exported.int8_graph)
 

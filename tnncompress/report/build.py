@@ -11,6 +11,7 @@ from ..compress import LayerChoice, LayerPlan, LayerResult, RefitResult, Selecti
 from ..env import versions
 from ..export import FormDecision
 from ..io import LoadedModel
+from .gates import judge
 from .model import REPORT_SCHEMA, Accuracy, Flops, LayerRow, LayerStatus, OnnxReport, Params, RunReport
 
 
@@ -60,18 +61,21 @@ def layer_rows(choices: list[LayerChoice], plans: list[LayerPlan], results: list
 
 
 def build_report(*, recipe, loaded: LoadedModel, original: nn.Module, compressed: nn.Module, rows: list[LayerRow],
-                 accuracy: Accuracy, seconds: dict[str, float], warnings: list[str], distillation=None,
-                 onnx: OnnxReport | None = None, latency=None) -> RunReport:
+                 accuracy: Accuracy, **sections) -> RunReport:
+    """The report from the stages' results: the totals computed here from the models and the layer rows,
+    every other section (`seconds`, `distillation`, `onnx`, `bqn`, ... as RunReport names them) as the
+    stage returned it; the recipe's gates judged last, against the finished report."""
     done = [r for r in rows if r.status == LayerStatus.COMPRESSED]
     comp_orig = sum(r.params_original for r in done)
     comp_new = sum(r.params_compressed for r in done)
     p_orig, p_new = _params(original), _params(compressed)
-    return RunReport(
+    report = RunReport(
         schema=REPORT_SCHEMA, tnncompress_version=__version__, versions=versions(), model=loaded.describe(),
         input_size=list(loaded.input_size), format=recipe.compress.format,
         formats_used=sorted({r.format for r in done}), target_rate=recipe.compress.rate,
         rate_by=recipe.compress.rate_by, seed=recipe.seed,
         params=Params(p_orig, p_new, p_new / p_orig, comp_orig, comp_new, comp_new / comp_orig if comp_orig else None),
         flops=Flops(sum(r.flops_original for r in rows), sum(r.flops_compressed for r in rows)),
-        accuracy=accuracy, layers=rows, recipe=recipe.to_data(), seconds=seconds, warnings=warnings,
-        distillation=distillation, onnx=onnx, latency=latency, threads=torch.get_num_threads())
+        accuracy=accuracy, layers=rows, recipe=recipe.to_data(), threads=torch.get_num_threads(), **sections)
+    report.gates = judge(recipe.gates, report)
+    return report
