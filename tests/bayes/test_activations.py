@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tnncompress.bayes import rules
 from tnncompress.bayes.activations import (
     QuantizedActivation,
     best_step,
@@ -21,6 +20,7 @@ from tnncompress.bayes.activations import (
 )
 from tnncompress.bayes.network import BayesianQuantizedNetwork
 from tnncompress.bayes.propagate import Propagator, fixed_weights
+from tnncompress.ops import moments as rules
 
 from .montecarlo import SAMPLES, draw, gaussian_input, within
 

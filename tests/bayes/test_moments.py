@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tnncompress.bayes import rules
 from tnncompress.bayes.propagate import Gauss, Propagator
 from tnncompress.einsum import contract_expression
 from tnncompress.einsum.moments import expression_moments
+from tnncompress.ops import moments as rules
 
 from .montecarlo import SAMPLES
 from .montecarlo import draw as _draw

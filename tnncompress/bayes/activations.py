@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..inspect.graph import trace
-from . import rules
+from ..ops import OPERATIONS, Gauss, Operation
+from ..ops import moments as rules
 
 MAX_BITS = 4
 PREFIX = "activations"
@@ -167,3 +168,8 @@ def best_step(h: torch.Tensor, top: int) -> float:
         if err < best_err:
             best, best_err = step, err
     return best
+
+
+# the quantiser's moments are its own (a staircase of Gaussian tail probabilities); it has no Lipschitz rule
+OPERATIONS.add(Operation("quantised activation", modules=(QuantizedActivation,),
+                         rules={"moments": lambda c, it: Gauss(*c.module.moments(c.args[0]))}))

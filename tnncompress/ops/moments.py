@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -262,3 +263,26 @@ def binary_max_pool(x: Moments, kernel, stride=None, padding=0, ceil_mode: bool 
     p_minus = _pool_windows((1.0 - m) / 2, kernel, stride, padding, ceil_mode, 1.0)  # a padded entry never wins
     p = 1.0 - p_minus.clamp(0.0, 1.0).prod(-1)
     return 2.0 * p - 1.0, 4.0 * p * (1.0 - p)
+
+
+class Gauss(NamedTuple):
+    """A value's moments under propagation: its mean, and its variance (None: deterministic)."""
+
+    mean: torch.Tensor
+    var: torch.Tensor | None
+
+
+def copied(fn, *args, **kwargs):
+    """`fn` (a selection, reshape, padding with zeros: it copies entries) applied to every Gauss argument's
+    mean, then to its variance."""
+    def pick(v, which):
+        if isinstance(v, Gauss):
+            return v.mean if which == 0 else v.var
+        if isinstance(v, (list, tuple)):
+            return type(v)(pick(u, which) for u in v)
+        return v
+    mean = fn(*pick(args, 0), **pick(kwargs, 0))
+    gauss_args = [a for a in args if isinstance(a, Gauss)]
+    if all(a.var is None for a in gauss_args):
+        return Gauss(mean, None)
+    return Gauss(mean, fn(*pick(args, 1), **pick(kwargs, 1)))
