@@ -189,4 +189,4 @@ def load_model_or_output(path: str, arch, trust: bool, input_size, form: str = "
             raise UsageError(f"{path}: no input size recorded; give --input-size C,H,W")
         return model, tuple(size), {"output_dir": str(path), "arch": structure.get("arch")}
     loaded = load_model(path, arch=arch, trust=trust, input_size=input_size)
-    return loaded.model, loaded.input_size, loaded.describe()
+    return loaded.model, loaded.input_size, to_data(loaded.describe())

@@ -10,6 +10,7 @@ from rich.text import Text
 
 from tnncompress.inspect import layer_table, summarise
 from tnncompress.io import load_model
+from tnncompress.schema import to_data
 
 from .common import (
     ArchOpt,
@@ -73,7 +74,7 @@ def inspect(
     log.info("architecture %s (%s); input size %s", loaded.arch, loaded.arch_how, ",".join(map(str, loaded.input_size)))
     rows = layer_table(loaded.model, loaded.input_size, keep_first_last=keep_first_last)
     totals = summarise(loaded.model, rows)
-    payload = {"model": loaded.describe(), "layers": [r.to_dict() for r in rows], "totals": totals,
+    payload = {"model": to_data(loaded.describe()), "layers": [r.to_dict() for r in rows], "totals": totals,
                "flops_note": "FLOPs per sample at the input size; one multiply-accumulate = 2 FLOPs"}
 
     def render() -> None:

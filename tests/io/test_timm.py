@@ -44,7 +44,7 @@ def test_a_timm_model_is_compressed_and_exported_to_onnx(timm_checkpoints, tmp_p
                             *args, *FAST, "-o", str(out)])
     assert r.exit_code == 0, r.output
     report = read_report(out / "report.json")
-    assert report.model["arch"] == f"timm:{name}"
+    assert report.model.arch == f"timm:{name}"
     rows = {row.name: row for row in report.layers}
     assert all(rows[layer].status in ("compressed", "skipped") for layer in layers), \
         {layer: rows[layer].status for layer in layers}
@@ -59,7 +59,7 @@ def test_a_timm_model_is_compressed_and_exported_to_onnx(timm_checkpoints, tmp_p
 @pytest.mark.slow
 def test_a_timm_state_dict_is_detected_when_timm_is_installed(timm_checkpoints):
     loaded = load_model(timm_checkpoints["resnet10t"], input_size="3,32,32")
-    assert str(loaded.describe()["arch"]) == "timm:resnet10t"
+    assert str(loaded.describe().arch) == "timm:resnet10t"
 
 
 def test_without_timm_the_message_names_the_extra(tmp_path, monkeypatch, timm_checkpoints):

@@ -34,7 +34,7 @@ def test_data_aware_init_beats_weight_space_and_auto_distils_within_its_budget(t
     assert [k for k, _, _ in d.budget.phases][-1] == "finetune" and d.config["loss"] == "kl"
     assert report.accuracy.compressed.top1 > stages["data_aware"].top1 - 0.02
     assert report.accuracy.layer_decomp_top1 == stages["layer_decomp"].top1
-    assert report.calibration["samples"] == 512
+    assert report.calibration.samples == 512
 
 
 @pytest.mark.slow

@@ -49,7 +49,7 @@ def test_in_memory_gives_runs_student_and_accuracy_and_writes_nothing(tmp_path, 
     assert a.accuracy.compressed.top1 == b.accuracy.compressed.top1 and a.accuracy.original == b.accuracy.original
     assert [(s.stage, s.top1) for s in a.stages] == [(s.stage, s.top1) for s in b.stages]
     assert a.params == b.params and [r.ranks for r in a.layers] == [r.ranks for r in b.layers]
-    assert a.model["checkpoint"] == "<in-memory model>" and len(a.model["sha256"]) == 64
+    assert a.model.checkpoint == "<in-memory model>" and len(a.model.sha256) == 64
     assert a.onnx is None and a.latency is None and a.sizes is None and "export" not in a.seconds
 
 

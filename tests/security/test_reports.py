@@ -54,8 +54,8 @@ def table_rows(html: str, header: str) -> list[str]:
 def test_report_md_shows_hostile_names_as_text(report):  # noqa: F811
     layers = [dataclasses.replace(row, name=HOSTILE[i % len(HOSTILE)], reason=HOSTILE[-1 - i % len(HOSTILE)])
               for i, row in enumerate(report.layers)]
-    report = dataclasses.replace(report, layers=layers, warnings=HOSTILE, model={**report.model,
-                                                                                  "checkpoint": HOSTILE[0]})
+    report = dataclasses.replace(report, layers=layers, warnings=HOSTILE, model=dataclasses.replace(
+        report.model, checkpoint=HOSTILE[0]))
     md = render_markdown(report)
     assert not any(line.startswith("echo PWNED") for line in md.splitlines())
     assert "\x1b" not in md and "\u202e" not in md

@@ -29,7 +29,7 @@ from ..pipeline.run import comparable, run
 from ..pipeline.staging import looks_like_output, workspace
 from ..report import read_report
 from ..report.gates import GateResult, judge, missed
-from ..report.model import Params
+from ..report.model import Params, RunReport
 from ..report.write import write_pages
 from .jobs import Job
 
@@ -46,6 +46,25 @@ DETAIL_LIMIT = 8 * LIMIT  # characters of a traceback kept (its end: where it fa
 
 
 @dataclass
+class Headline:
+    """The headline numbers of a run's report (summary.json's `metrics`; None where the run has none)."""
+
+    format: str | None = None
+    target_rate: float | None = None
+    rate: float | None = None
+    params: int | None = None
+    params_original: int | None = None
+    flops_ratio: float | None = None
+    top1_original: float | None = None
+    top1: float | None = None
+    samples: int | None = None
+    onnx_error: float | None = None
+    seconds: float | None = None
+    speedup: dict[str, float] | None = None  # per "runtime:batch", with latency measured
+    latency_ms: dict[str, float] | None = None
+
+
+@dataclass
 class Outcome:
     name: str
     source: str
@@ -59,7 +78,7 @@ class Outcome:
     message: str | None = None  # why it failed or errored, one line
     detail: str | None = None  # for an error: the traceback
     gates: list[GateResult] = field(default_factory=list)
-    metrics: dict = field(default_factory=dict)  # the headline numbers of its report
+    metrics: Headline = field(default_factory=lambda: Headline())  # the headline numbers of its report
 
 
 Record = Callable[[list[Outcome], str], None]
@@ -159,18 +178,16 @@ def run_job(job: Job) -> Outcome:
     return outcome
 
 
-def metrics(report) -> dict:
-    """What a summary row shows of a run."""
+def metrics(report: RunReport) -> Headline:
+    """What a summary row shows of a run, read from its typed report."""
     acc = report.accuracy
-    row = {"format": report.format, "target_rate": report.target_rate, "rate": report.params.rate,
-           "params": report.params.compressed, "params_original": report.params.original,
-           "flops_ratio": report.flops.ratio, "top1_original": acc.original.top1 if acc.original else None,
-           "top1": acc.compressed.top1 if acc.compressed else None, "samples": acc.samples,
-           "onnx_error": report.onnx.check.max_abs_error if report.onnx else None,
-           "seconds": report.seconds.get("total")}
+    row = Headline(report.format, report.target_rate, report.params.rate, report.params.compressed,
+                   report.params.original, report.flops.ratio, acc.original.top1 if acc.original else None,
+                   acc.compressed.top1 if acc.compressed else None, acc.samples,
+                   report.onnx.check.max_abs_error if report.onnx else None, report.seconds.get("total"))
     if report.latency:
-        row["speedup"] = {f"{runtime}:{batch}": e.speedup for runtime, batch, e in report.latency.rows()}
-        row["latency_ms"] = {f"{runtime}:{batch}": e.compressed_ms for runtime, batch, e in report.latency.rows()}
+        row.speedup = {f"{runtime}:{batch}": e.speedup for runtime, batch, e in report.latency.rows()}
+        row.latency_ms = {f"{runtime}:{batch}": e.compressed_ms for runtime, batch, e in report.latency.rows()}
     return row
 
 

@@ -86,12 +86,12 @@ def markdown(outcomes: list[Outcome], command: str, pending: list[Job] = (), sta
              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for o in outcomes:
         m = o.metrics
-        drop = (f"{100 * (m['top1_original'] - m['top1']):.2f}" if m.get("top1") is not None
-                and m.get("top1_original") is not None else "-")
+        drop = (f"{100 * (m.top1_original - m.top1):.2f}" if m.top1 is not None
+                and m.top1_original is not None else "-")
         status = STATUS_MARK[o.status] + (" (reused)" if o.reused else "") + (" (resumed)" if o.resumed else "")
-        lines.append(f"| {md(o.name)} | {status} | {md(m.get('format', '-'))} | {_num(m.get('rate'))} | "
-                     f"{_pct(m.get('top1_original'))} | {_pct(m.get('top1'))} | {drop} | "
-                     f"{_num(m.get('onnx_error'), '.2g')} | {o.seconds:.1f} |")
+        lines.append(f"| {md(o.name)} | {status} | {md(m.format or '-')} | {_num(m.rate)} | "
+                     f"{_pct(m.top1_original)} | {_pct(m.top1)} | {drop} | "
+                     f"{_num(m.onnx_error, '.2g')} | {o.seconds:.1f} |")
     lines += [f"| {md(j.name)} | ⏳ {PENDING_WHY[state]} | | | | | | | |" for j in pending]
     gated = [o for o in outcomes if o.gates]
     if gated:

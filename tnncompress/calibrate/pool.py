@@ -16,6 +16,15 @@ from ..data import ClassificationData, TensorImageDataset
 
 
 @dataclass
+class PoolRecord:
+    """The calibration pool as the report records it."""
+
+    samples: int
+    source: str
+    input_size: list[int]
+
+
+@dataclass
 class CalibrationPool:
     images: torch.Tensor  # normalised float32 [N, C, H, W]
     labels: torch.Tensor
@@ -34,8 +43,8 @@ class CalibrationPool:
             return self
         return CalibrationPool(self.images[:samples], self.labels[:samples], f"{samples} of the {self.source}")
 
-    def describe(self) -> dict:
-        return {"samples": len(self), "source": self.source, "input_size": list(self.images.shape[1:])}
+    def describe(self) -> PoolRecord:
+        return PoolRecord(len(self), self.source, list(self.images.shape[1:]))
 
 
 def calibration_pool(train: ClassificationData, samples: int, seed: int = 0) -> CalibrationPool:

@@ -18,6 +18,19 @@ _TORCHVISION_INPUT = {"inception_v3": (3, 299, 299)}
 
 
 @dataclass
+class ModelRecord:
+    """The loaded checkpoint as the report records it."""
+
+    checkpoint: str
+    sha256: str | None
+    format: str  # the checkpoint's kind: state dict, pickled module, ...
+    arch: str
+    arch_how: str  # how the architecture was resolved
+    input_size: list[int]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
 class LoadedModel:
     model: nn.Module
     arch: str  # "torchvision:resnet18", "tnncompress:resnet32", "pkg.mod:fn" or "pickled module"
@@ -27,10 +40,9 @@ class LoadedModel:
     notes: list[str] = field(default_factory=list)
     arch_kwargs: dict = field(default_factory=dict)  # constructor arguments, to rebuild the architecture
 
-    def describe(self) -> dict:
-        return {"checkpoint": str(self.checkpoint.path), "sha256": self.checkpoint.sha256,
-                "format": self.checkpoint.kind, "arch": self.arch, "arch_how": self.arch_how,
-                "input_size": list(self.input_size), "notes": self.notes + self.checkpoint.notes}
+    def describe(self) -> ModelRecord:
+        return ModelRecord(str(self.checkpoint.path), self.checkpoint.sha256, self.checkpoint.kind, self.arch,
+                           self.arch_how, list(self.input_size), self.notes + self.checkpoint.notes)
 
 
 def parse_input_size(text: str, origin: str = opt("input_size")) -> tuple[int, int, int]:

@@ -89,8 +89,8 @@ def _gates(gates) -> list[str]:
 def report_html(report: RunReport) -> str:
     """The page of one run."""
     p, f, acc = report.params, report.flops, report.accuracy
-    body = [f"<h1>tnncompress report: {_e(report.model.get('checkpoint'))}</h1>",
-            f"<p>architecture <code>{_e(report.model.get('arch'))}</code>, input {_e(report.input_size)}, format "
+    body = [f"<h1>tnncompress report: {_e(report.model.checkpoint)}</h1>",
+            f"<p>architecture <code>{_e(report.model.arch)}</code>, input {_e(report.input_size)}, format "
             f"<code>{_e(report.format)}</code>, target rate {_e(report.target_rate)} (by {_e(report.rate_by)}), "
             f"seed {report.seed}, torch {_e(report.versions.get('torch'))}</p>"]
     summary = [["parameters", f"{p.original:,}", f"{p.compressed:,}", f"{p.rate:.4f}"],
@@ -138,7 +138,7 @@ def report_html(report: RunReport) -> str:
                     + ".</p>")
     if report.warnings:
         body += ["<h2>Warnings</h2><ul>", *(f"<li>{_e(w)}</li>" for w in report.warnings), "</ul>"]
-    return _page(f"tnncompress: {report.model.get('checkpoint')}", body)
+    return _page(f"tnncompress: {report.model.checkpoint}", body)
 
 
 def size_rows(sizes) -> list[list[str]]:
@@ -232,8 +232,8 @@ def summary_html(outcomes, doc: dict, directory: Path) -> str:
         name = (f'<a href="{_e(_relative(link, directory))}">{_e(o.name)}</a>' if link.is_file() else _e(o.name))
         rows.append(f'<tr><td>{name}</td><td class="{o.status}">{_e(o.status)}</td>'
                     + "".join(f'<td class="n">{_e(v)}</td>' for v in (
-                        m.get("format", "-"), "-" if m.get("rate") is None else f"{m['rate']:.4f}",
-                        _pct(m.get("top1_original")), _pct(m.get("top1")), f"{o.seconds:.1f}"))
+                        m.format or "-", "-" if m.rate is None else f"{m.rate:.4f}",
+                        _pct(m.top1_original), _pct(m.top1), f"{o.seconds:.1f}"))
                     + f"<td>{_e(o.message or '')}</td></tr>")
     rows += [f'<tr><td>{_e(name)}</td><td class="error">not run</td>' + '<td class="n">-</td>' * 5
              + f"<td>{_e(doc.get('state'))}</td></tr>" for name in doc.get("not_run", [])]
@@ -246,17 +246,17 @@ def summary_html(outcomes, doc: dict, directory: Path) -> str:
         body += ["<h2>Gates</h2>", _table(["run", "gate", "measured", "limit", "result"], gate_rows, 2)
                  .replace("<td>missed</td>", '<td class="missed">missed</td>')]
     plt = _plt()
-    points = [o for o in outcomes if o.metrics.get("top1") is not None]
+    points = [o for o in outcomes if o.metrics.top1 is not None]
     if plt is None:
         body.append(f'<p class="note">{NO_PLOTS}</p>')
     elif points:
-        plots = [_figure(plt, lambda ax: _scatter(ax, points, lambda m: m["rate"], "parameter ratio"),
+        plots = [_figure(plt, lambda ax: _scatter(ax, points, lambda m: m.rate, "parameter ratio"),
                          "Accuracy against parameter ratio")]
-        timed = [o for o in points if o.metrics.get("latency_ms")]
+        timed = [o for o in points if o.metrics.latency_ms]
         if timed:
             key = _common_latency_key(timed)
             if key is not None:
-                plots.append(_figure(plt, lambda ax: _scatter(ax, timed, lambda m: m["latency_ms"][key],
+                plots.append(_figure(plt, lambda ax: _scatter(ax, timed, lambda m: m.latency_ms[key],
                                                               f"latency ms ({key.replace(':', ', batch ')})"),
                                      f"Accuracy against latency ({key})"))
         body += ["<h2>Trade-offs</h2>", '<div class="plots">', *plots, "</div>"]
@@ -265,10 +265,10 @@ def summary_html(outcomes, doc: dict, directory: Path) -> str:
 
 def _scatter(ax, outcomes, x_of, xlabel: str) -> None:
     for o in outcomes:
-        x, y = x_of(o.metrics), 100 * o.metrics["top1"]
+        x, y = x_of(o.metrics), 100 * o.metrics.top1
         ax.plot([x], [y], "o", color="tab:red" if o.status != "passed" else "tab:blue")
         ax.annotate(o.name, (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    originals = {o.metrics["top1_original"] for o in outcomes if o.metrics.get("top1_original") is not None}
+    originals = {o.metrics.top1_original for o in outcomes if o.metrics.top1_original is not None}
     for t in sorted(originals):
         ax.axhline(100 * t, color="gray", linestyle="--", linewidth=0.8)
     ax.set_xlabel(xlabel)
@@ -278,7 +278,7 @@ def _scatter(ax, outcomes, x_of, xlabel: str) -> None:
 
 def _common_latency_key(outcomes) -> str | None:
     """The runtime and batch every timed run measured, preferring onnxruntime at batch 1."""
-    keys = set.intersection(*(set(o.metrics["latency_ms"]) for o in outcomes))
+    keys = set.intersection(*(set(o.metrics.latency_ms) for o in outcomes))
     for preferred in ("onnxruntime_cpu:1", "pytorch_cpu:1"):
         if preferred in keys:
             return preferred

@@ -74,8 +74,8 @@ def _distillation(d: DistillResult, acc: Accuracy) -> list[str]:
 def render_markdown(report: RunReport) -> str:
     p, f, acc = report.params, report.flops, report.accuracy
     target = report.target_rate
-    lines = [f"# tnncompress report: {_code(report.model.get('checkpoint'))}", "",
-             f"- architecture: {_code(report.model.get('arch'))}, input size "
+    lines = [f"# tnncompress report: {_code(report.model.checkpoint)}", "",
+             f"- architecture: {_code(report.model.arch)}, input size "
              f"{_code(report.input_size)}",
              f"- format: {_code(report.format)}"
              + (f" (layers use {_code(', '.join(report.formats_used))})"
@@ -102,7 +102,7 @@ def render_markdown(report: RunReport) -> str:
     if report.stages:
         lines += ["", "## Stages", "", "Accuracy after each stage before distillation, on the curve's test samples; "
                   "seconds are the stage's own (wall clock, and CPU time of all threads)."
-                  + (f" Calibration pool: {_code(report.calibration.get('source'))}."
+                  + (f" Calibration pool: {_code(report.calibration.source)}."
                      if report.calibration else ""), "",
                   "| stage | seconds | CPU seconds | top-1 |", "|---|---:|---:|---:|"]
         lines += [f"| {md(p.stage)} | {p.seconds:.1f} | {p.cpu_seconds:.1f} | {_pct(p.top1)} |" for p in report.stages]

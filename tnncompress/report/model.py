@@ -8,11 +8,13 @@ from enum import StrEnum
 from pathlib import Path
 
 from ..bayes.result import BqnReport
+from ..calibrate.pool import PoolRecord
 from ..distill import DistillResult
 from ..evaluate import Metrics
 from ..export import FormDecision, OnnxCheck
 from ..export.quantize import Int8Check
 from ..io import read_json
+from ..io.load import ModelRecord
 from ..schema import from_data
 from ..spectral.result import SpectralReport
 from .gates import GateResult
@@ -149,7 +151,7 @@ class RunReport:
     schema: int
     tnncompress_version: str
     versions: dict[str, str]
-    model: dict  # the loaded checkpoint, as LoadedModel.describe() gives it
+    model: ModelRecord  # the loaded checkpoint
     input_size: list[int]
     format: str
     formats_used: list[str]
@@ -164,7 +166,7 @@ class RunReport:
     seconds: dict[str, float] = field(default_factory=dict)  # per stage, and "total"
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # the same in CPU time (all threads)
     stages: list[StageRecord] = field(default_factory=list)  # accuracy after each stage before distillation
-    calibration: dict | None = None  # the calibration pool, when one was drawn
+    calibration: PoolRecord | None = None  # the calibration pool, when one was drawn
     warnings: list[str] = field(default_factory=list)
     distillation: DistillResult | None = None
     onnx: OnnxReport | None = None
