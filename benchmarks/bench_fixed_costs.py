@@ -46,12 +46,14 @@ def forward_probe() -> dict:
     import torch
 
     from tnncompress.compress import compress_model
+    from tnncompress.compress import stage as compress_stage
     from tnncompress.formats import planned
     from tnncompress.pipeline import Recipe, stages
+    from tnncompress.train import Context
 
     recipe = Recipe.of(checkpoint=str(TEACHER), format="mcp", rate=0.1).check()
     loaded, _, _ = stages.load(recipe, None)
-    _, plans = stages.plan(recipe, loaded, None)
+    _, plans = compress_stage.plan(recipe.compress, loaded.model, loaded.input_size, None, Context(), [1])
     student, _ = compress_model(loaded.model, plans, seed=0)
     x, seconds = torch.randn(256, *loaded.input_size), []
     for _ in range(2):

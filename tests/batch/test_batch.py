@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -12,7 +13,7 @@ from tnncompress.cli.app import app
 from typer.testing import CliRunner
 
 from tnncompress.batch import collect
-from tnncompress.pipeline import run, stages
+from tnncompress.pipeline import flow, run
 from tnncompress.report import read_report
 from tnncompress.train.hooks import observe_checkpoints
 
@@ -50,15 +51,21 @@ def three(tmp_path):
     return recipes
 
 
+def wrap_stage(monkeypatch, name: str, wrapper) -> None:
+    """Run `wrapper(run, state)` in place of the stage `name` of every run (the pipeline's stage seam)."""
+    def wrapped(stage):
+        return dataclasses.replace(stage, run=lambda state: wrapper(stage.run, state))
+    monkeypatch.setattr(flow, "SHARED", [wrapped(s) if s.name == name else s for s in flow.SHARED])
+
+
 def counting_decompositions(monkeypatch) -> list[str]:
     calls = []
-    real = stages.decompose
 
-    def counted(recipe, *args, **kwargs):
-        calls.append(Path(recipe.out).name)
-        return real(recipe, *args, **kwargs)
+    def counted(run, state):
+        calls.append(Path(state.recipe.out).name)
+        return run(state)
 
-    monkeypatch.setattr(stages, "decompose", counted)
+    wrap_stage(monkeypatch, "layer_decomp", counted)
     return calls
 
 

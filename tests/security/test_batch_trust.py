@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.batch.test_batch import SMALL_CNN, batch, counting_decompositions, write
+from tests.batch.test_batch import SMALL_CNN, batch, counting_decompositions, wrap_stage, write
 from tnncompress.batch import runner
 from tnncompress.batch.summary import junit
-from tnncompress.pipeline import stages
 
 MANIFEST, KEY_ENV = "manifest.json", "TNNCOMPRESS_REUSE_KEY"  # as the README documents them
 
@@ -142,19 +141,17 @@ def test_an_interrupted_batch_leaves_no_summary_that_claims_a_pass(tmp_path, mon
     write(recipes, "a", compress={"rate": 0.25})
     write(recipes, "b", compress={"rate": 0.25})
     seen = {}
-    real = stages.decompose
-
-    def decompose(recipe, *args, **kwargs):
-        name = Path(recipe.out).name
+    def decompose(run, state):
+        name = Path(state.recipe.out).name
         # while a run works, the summaries say the batch is running and nothing after it has passed
         seen[name] = json.loads((out / "summary.json").read_text())
         suite = ET.parse(out / "junit.xml").getroot().find("testsuite")
         seen[name + ".junit"] = {c.get("name"): [e.tag for e in c] for c in suite.findall("testcase")}
         if name == "b":
             raise KeyboardInterrupt
-        return real(recipe, *args, **kwargs)
+        return run(state)
 
-    monkeypatch.setattr(stages, "decompose", decompose)
+    wrap_stage(monkeypatch, "layer_decomp", decompose)
     r = batch(recipes, "-o", out)
     assert r.exit_code == 130, r.output
     assert seen["a"]["state"] == "running" and seen["a"]["not_run"] == ["a", "b"] and seen["a"]["total"] == 0

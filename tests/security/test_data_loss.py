@@ -55,7 +55,7 @@ def test_an_interrupt_during_export_resumes_without_distilling_again(tmp_path, m
     args = dict(checkpoint=str(SMALL_CNN), format="cp", rate=0.2, data="fashion-mnist", kd="e2e", kd_steps=12,
                 kd_plan="optimal", latency=False, deploy_form="flops", eval_limit=200, kd_eval_limit=100,
                 out=str(out))
-    pipeline = importlib.import_module("tnncompress.pipeline.stages")
+    pipeline = importlib.import_module("tnncompress.export.stage")
 
     real = pipeline.write_compressed
 
@@ -77,7 +77,7 @@ def test_an_interrupt_during_export_resumes_without_distilling_again(tmp_path, m
 
 def test_losing_the_race_for_the_output_leaves_no_staging(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    pipeline = importlib.import_module("tnncompress.pipeline.stages")
+    pipeline = importlib.import_module("tnncompress.export.stage")
 
     real = pipeline.write_compressed
 

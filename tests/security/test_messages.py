@@ -86,7 +86,7 @@ def test_a_binary_recipe_is_a_usage_error(tmp_path):
 @pytest.mark.slow
 def test_resume_accepts_the_same_output_named_another_way(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    pipeline = importlib.import_module("tnncompress.pipeline.stages")
+    pipeline = importlib.import_module("tnncompress.export.stage")
     real = pipeline.write_compressed
 
     def stop(*a, **k):
@@ -128,7 +128,7 @@ def test_too_little_free_space_is_refused_before_the_work(tmp_path, monkeypatch)
 
 
 def test_running_out_of_space_while_writing_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
-    pipeline = importlib.import_module("tnncompress.pipeline.stages")
+    pipeline = importlib.import_module("tnncompress.export.stage")
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp_path / "o" / "model.onnx"))

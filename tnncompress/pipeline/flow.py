@@ -18,8 +18,11 @@ from torch import nn
 
 from ..bayes import stage as bqn_stage
 from ..calibrate import CalibrationPool, parse_memory
+from ..compress import stage as compress_stage
+from ..compress.select import Selection
 from ..data import ClassificationData
 from ..distill import DistillResult, KdData, distil
+from ..evaluate import stage as evaluate_stage
 from ..io import LoadedModel
 from ..report import Accuracy, StageRecord
 from ..spectral import stage as spectral_stage
@@ -80,26 +83,29 @@ class Stage:
 
 
 def _plan(s: RunState) -> None:
+    c, teacher, size = s.recipe.compress, s.loaded.model, s.loaded.input_size
     if s.recipe.spectral.orthogonal:  # selected convolutions become orthogonal, not factorised
-        s.choices = stages.select(s.recipe, s.loaded)
+        s.choices = compress_stage.select(c, teacher, size)
     else:
-        s.choices, s.plans = stages.plan(s.recipe, s.loaded, s.pool)
+        s.choices, s.plans = compress_stage.plan(c, teacher, size, s.pool, s.ctx, s.recipe.export.deploy_batch)
 
 
 def _orthogonalise(s: RunState) -> None:
-    s.student, s.replaced = stages.orthogonal(s.recipe, s.loaded, s.choices)
+    names = [c.info.name for c in s.choices if c.status == Selection.COMPRESS]
+    s.student, s.replaced = spectral_stage.orthogonal(s.loaded.model, names, s.loaded.input_size, s.ctx.seed)
 
 
 def _layer_decomp(s: RunState) -> None:
-    s.student, s.decomposed = stages.decompose(s.recipe, s.loaded, s.plans, s.ctx)
+    s.student, s.decomposed = compress_stage.decompose(s.recipe.compress, s.loaded.model, s.plans, s.ctx)
 
 
 def _data_aware(s: RunState) -> None:
-    s.refitted = stages.refit(s.recipe, s.loaded, s.student, s.pool)
+    s.refitted = compress_stage.refit(s.recipe.compress, s.loaded.model, s.student, s.pool, s.loaded.input_size,
+                                      s.ctx)
 
 
 def _recalibrate(s: RunState) -> None:
-    stages.recalibrate(s.student, s.pool, s.refitted, s.loaded.input_size)
+    compress_stage.recalibrate(s.student, s.pool, s.refitted, s.loaded.input_size)
 
 
 def _spectral_start(s: RunState) -> None:
@@ -133,11 +139,12 @@ def _bqn_finish(s: RunState) -> None:
 
 
 def _evaluate(s: RunState) -> None:
-    s.accuracy = stages.accuracy(s.recipe, s.loaded, s.student, s.test, s.ctx, s.points[0])
+    s.accuracy = evaluate_stage.accuracy(s.recipe.evaluate, s.loaded.model, s.student, s.test, s.ctx.device,
+                                         s.points[0].top1)
 
 
 def _export(s: RunState) -> None:
-    s.exported = stages.export_all(s.recipe, s.output, s.loaded, s.student, s.codes, s.pool, s.test, s.ctx)
+    s.exported = stages.export(s.recipe, s.output, s.loaded, s.student, s.codes, s.pool, s.test, s.ctx)
 
 
 def _latency(s: RunState) -> None:
@@ -173,6 +180,7 @@ def run_stages(state: RunState, pipeline: list[Stage], clock: Stopwatch) -> None
         with clock.stage(stage.name):
             stage.run(state)
         if stage.point:
-            state.points.append(stages.point(stage.name, state.student, state.test if state.ctx.main else None,
-                                             state.recipe, state.ctx, clock.seconds.get(stage.name, 0.0),
-                                             clock.cpu_seconds.get(stage.name, 0.0)))
+            record = StageRecord(stage.name, clock.seconds.get(stage.name, 0.0), clock.cpu_seconds.get(stage.name, 0.0))
+            test = state.test if state.ctx.main else None
+            state.points.append(evaluate_stage.point(record, state.student, test, state.recipe.evaluate.plan,
+                                                     state.recipe.distill.eval_limit, state.ctx.device))

@@ -30,8 +30,8 @@ from ..io.load import LoadedModel, parse_input_size
 from ..report import RunReport
 from ..timing import Stopwatch
 from ..train import setup as setup_processes
-from . import stages
-from .flow import MAIN, SHARED, RunState, run_context, run_stages
+from . import flow, stages
+from .flow import RunState, run_context, run_stages
 from .recipe import Recipe
 from .run import before_work, prepare, report_of
 
@@ -67,7 +67,7 @@ def compress(model: nn.Module, recipe: Recipe | None = None, *, data: str | None
         test, train = stages.splits(recipe, spec, loaded)
         pool = before_work(recipe, loaded, train)
     state = RunState(recipe, loaded, test, train, pool, run_context(recipe, ctx, None, False))  # no output
-    run_stages(state, SHARED + MAIN, clock)
+    run_stages(state, flow.SHARED + flow.MAIN, clock)
     return CompressResult(state.student, report_of(state, clock))
 
 

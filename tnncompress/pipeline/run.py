@@ -28,8 +28,8 @@ from ..threads import use_threads
 from ..timing import Stopwatch
 from ..train import setup as setup_processes
 from ..train import teardown as leave_processes
-from . import stages
-from .flow import MAIN, SHARED, RunState, run_context, run_stages
+from . import flow, stages
+from .flow import RunState, run_context, run_stages
 from .manifest import inputs_of, recipe_values, write_manifest
 from .recipe import Recipe, read_recipe
 from .staging import Workspace, destination, staged_directory, workspace
@@ -71,13 +71,13 @@ def run(recipe: Recipe, force: bool = False, resume: bool = False) -> RunResult:
             _check_resumable(ws, recipe, resume)
         state = RunState(recipe, loaded, test, train, pool, run_context(recipe, ctx, ws.checkpoints, resume),
                          output=ws.output)
-        run_stages(state, SHARED, clock)
+        run_stages(state, flow.SHARED, clock)
         if ctx.distributed:  # the processes part here: rank 0 evaluates and writes alone
             ctx.barrier()
             leave_processes()
         if not ctx.main:
             return RunResult(out, None, state.student)
-        run_stages(state, MAIN, clock)
+        run_stages(state, flow.MAIN, clock)
         report = report_of(state, clock)
         write_report(ws.output, report)
         write_text(ws.output / RECIPE_FILE, recipe.to_yaml())

@@ -10,9 +10,9 @@ from pathlib import Path
 from ..bayes.result import BqnReport
 from ..calibrate.pool import PoolRecord
 from ..distill import DistillResult
-from ..evaluate import Metrics
-from ..export import FormDecision, OnnxCheck
-from ..export.quantize import Int8Check
+from ..evaluate.result import Accuracy, StageRecord
+from ..export import FormDecision
+from ..export.result import Int8Report, OnnxReport, Sizes
 from ..io import read_json
 from ..io.load import ModelRecord
 from ..schema import from_data
@@ -78,72 +78,6 @@ class Flops:
     @property
     def ratio(self) -> float:
         return self.compressed / max(self.original, 1)
-
-
-@dataclass
-class Accuracy:
-    data: str | None = None
-    samples: int | None = None
-    original: Metrics | None = None
-    compressed: Metrics | None = None
-    layer_decomp_top1: float | None = None  # before distillation (the curve's first point when there is one)
-
-
-@dataclass
-class OnnxReport:
-    file: str
-    opset: int
-    operators: dict[str, int]
-    check: OnnxCheck
-    forms: FormDecision  # each layer's form in the graph, and the times it was chosen from
-    factor_layers: int = 0  # layers exported as factor chains
-    dense_layers: int = 0  # ... and as rebuilt dense kernels
-    weights: str = "dense"  # "factors": the file stores the factors, the graph rebuilds what they make
-    folded: bool | None = None  # with factor weights: onnxruntime's constant folding consumed every factor
-
-    def __post_init__(self) -> None:
-        self.factor_layers = sum(d.form == "factors" for d in self.forms.layers)
-        self.dense_layers = sum(d.form == "dense" for d in self.forms.layers)
-
-
-@dataclass
-class Int8Report:
-    """model.int8.onnx: how it was made, which deployment forms it quantizes, its check, and its accuracy
-    evaluated in onnxruntime (its latency is the latency table's `onnxruntime_int8`)."""
-
-    file: str
-    calibration: str  # "minmax", "percentile" or "entropy"
-    calibration_samples: int  # pool images the activation ranges were calibrated on
-    assignment: str  # the forms quantized: "float" (model.onnx's), "dense" or "factors" (each timed in INT8)
-    check: Int8Check
-    bytes: int = 0
-    accuracy: Metrics | None = None  # on the run's test samples, in onnxruntime
-    models: dict[str, dict[str, float]] = field(default_factory=dict)  # assignment -> batch -> ms, in INT8
-
-
-@dataclass
-class Sizes:
-    """Bytes of the deployable artifacts of the run, next to the original's."""
-
-    original: dict[str, int]  # "checkpoint": the input file; "onnx": the original model exported as model.onnx is
-    artifacts: dict[str, int]  # file name in the output directory -> bytes
-
-    def ratio(self, artifact: str = "model.onnx") -> float | None:
-        """The artifact's bytes over the original's float32 ONNX graph (None when either is missing)."""
-        if artifact not in self.artifacts or not self.original.get("onnx"):
-            return None
-        return self.artifacts[artifact] / self.original["onnx"]
-
-
-@dataclass
-class StageRecord:
-    """A stage of the run, what it cost, and the accuracy it left (on the curve's test samples)."""
-
-    stage: str
-    seconds: float
-    cpu_seconds: float
-    top1: float | None = None
-    samples: int | None = None
 
 
 @dataclass

@@ -6,12 +6,15 @@ layer (the exported model meets it) and measures again. Told by its own options 
 from __future__ import annotations
 
 import logging
+import statistics
 
 from torch import nn
 
+from ..errors import UsageError, opt
 from .config import SpectralConfig
 from .control import SpectralControl
 from .model import model_spectrum
+from .replace import Orthogonalised, orthogonalise
 from .result import SpectralLayer, SpectralReport, fill
 
 log = logging.getLogger(__name__)
@@ -20,6 +23,19 @@ POWER_ITERS = 20  # for the report's zero-padding lower bounds: enough to be wit
 
 def _spectrum(model: nn.Module, input_size) -> object:
     return model_spectrum(model, input_size, power_iters=POWER_ITERS, pairs=8)
+
+
+def orthogonal(teacher: nn.Module, names: list[str], input_size: tuple[int, ...], seed: int = 0
+               ) -> tuple[nn.Module, list[Orthogonalised]]:
+    """--spectral orthogonal: the `names`d convolutions become SC-Fac orthogonal convolutions."""
+    student, results = orthogonalise(teacher, names, input_size, seed=seed)
+    done = [r for r in results if r.replaced]
+    if not done:
+        raise UsageError(f"{opt('spectral')} orthogonal: no selected layer can be an orthogonal convolution"
+                         + (f" ({results[0].name}: {results[0].reason})" if results else " (none is selected)"))
+    log.info("orthogonal convolutions: %d layers in %.1f s, median distance to the polar factor %.3f", len(done),
+             sum(r.seconds for r in done), statistics.median(r.fit_distance for r in done))
+    return student, results
 
 
 def start(config: SpectralConfig, teacher: nn.Module, student: nn.Module, input_size: tuple[int, ...],
