@@ -132,15 +132,16 @@ def int8(x: ExportConfig, directory: Path, inputs: Inputs, forms: FormDecision, 
     FLOP-optimal chain are each quantized and timed in onnxruntime, and the fastest kept (the float
     decision's rule); then checked against its float graph and evaluated on the test data in onnxruntime.
     Returns the report section and the graph (for the latency table)."""
-    student, pool, test, size = inputs.student, inputs.pool, inputs.test, inputs.loaded.input_size
-    inputs = tensorized_inputs(student, size)
-    options = distinct_assignments(assignments(student, inputs, forms.layers, x.deploy_batch, first_name="float"))
+    student, pool, test, size, e = inputs.student, inputs.pool, inputs.test, inputs.loaded.input_size, inputs.evaluate
+    layer_inputs = tensorized_inputs(student, size)
+    options = distinct_assignments(assignments(student, layer_inputs, forms.layers, x.deploy_batch,
+                                               first_name="float"))
     calibration = pool.head(x.int8_samples)
     floats, graphs = {}, {}
     for name, choices in options.items():
         log.info("INT8: quantizing the %s forms (%s calibration on %d images)", name, x.int8_calibration,
                  len(calibration))
-        floats[name] = to_onnx(deployed(student, inputs, choices), size)
+        floats[name] = to_onnx(deployed(student, layer_inputs, choices), size)
         graphs[name] = quantize_int8(floats[name], (b.numpy() for b in calibration.batches(64)), x.int8_calibration)
     ms = {}
     if len(graphs) > 1:
@@ -151,7 +152,6 @@ def int8(x: ExportConfig, directory: Path, inputs: Inputs, forms: FormDecision, 
     (directory / INT8_FILE).write_bytes(graphs[picked])
     accuracy = None
     if test is not None:
-        e = inputs.evaluate
         accuracy = evaluate(OnnxModule(graphs[picked]), test, batch_size=e.batch_size, limit=e.limit,
                             description="evaluating (INT8, onnxruntime)")
     log.info("INT8: %s forms, %d bytes, labels agree with float on %.1f%% of %d pool images%s", picked,
