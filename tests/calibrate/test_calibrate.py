@@ -74,3 +74,16 @@ def test_a_cache_that_fits_nowhere_is_refused_with_the_numbers(tmp_path, monkeyp
 def test_memory_budgets_parse():
     assert parse_memory("2G") == 2 << 30 and parse_memory("512M") == 512 << 20 and parse_memory("1000") == 1000
     assert 0 < parse_memory("25%") < parse_memory("50%")
+
+
+def test_held_out_images_are_the_training_images_the_pool_does_not_hold():
+    from tnncompress.calibrate import calibration_pool, held_out
+    from tnncompress.data import load_data
+
+    train = load_data("synthetic?n=300", "train", input_size=(1, 6, 6), num_classes=3)
+    pool, rest = calibration_pool(train, 100, seed=4), held_out(train, 100, 150, seed=4)
+    assert len(rest) == 150 and "held-out" in rest.source
+    seen = {tuple(x.flatten().tolist()) for x in pool.images}
+    assert not any(tuple(x.flatten().tolist()) in seen for x in rest.images)  # disjoint
+    assert torch.equal(held_out(train, 100, 150, seed=4).images, rest.images)  # the same every time
+    assert len(held_out(train, 250, 150, seed=4)) == 50 and len(held_out(train, 300, 10, seed=4)) == 0

@@ -75,3 +75,35 @@ def test_auto_turns_a_wall_clock_budget_into_steps(bundled_data):
     with pytest.raises(Exception, match="kd_budget"):
         DistillConfig(algorithm="auto", budget="soon").check()
     assert torch.isfinite(next(student.parameters())).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("harmful", [True, False])
+def test_kd_auto_restores_the_student_when_seq_kd_lowers_the_curve(bundled_data, monkeypatch, harmful):
+    """Seq-KD made harmful on purpose (each unit's factors scrambled after it trains): --kd auto sees the
+    student agree less with the teacher on held-out training images, restores the student from before it,
+    says so, and E2E-KD starts from there; when Seq-KD helps, nothing is undone."""
+    train, test = bundled_data
+    teacher, student = teacher_and_student("mcp", 0.2)
+    real = distil_module.train_phase
+
+    def scrambled(phase, *args, **kwargs):
+        state = real(phase, *args, **kwargs)
+        if harmful and phase.kind == "seq":
+            with torch.no_grad():
+                for p in phase.params:
+                    p.mul_(-3.0)
+        return state
+
+    monkeypatch.setattr(distil_module, "train_phase", scrambled)
+    config = DistillConfig(algorithm="auto", steps=40, eval_limit=300, plan="optimal")
+    result = distil(teacher, student, KdData(train, test, (1, 28, 28), calibration_pool(train, 256)), config,
+                    Context())
+    names = [p.after for p in result.curve]
+    start, after_seq = result.curve[0].top1, result.curve[1].top1
+    if harmful:
+        assert after_seq < start and result.reverted and "restored" in result.reverted
+        assert names[2] == "restored before Seq-KD" and result.curve[2].top1 == start
+        assert result.curve[-1].top1 > after_seq  # E2E-KD went on from the restored student
+    else:  # judged on held-out training images, not on the curve's test images: here Seq-KD helped on both
+        assert after_seq > start and result.reverted is None and "restored before Seq-KD" not in names

@@ -51,3 +51,12 @@ def test_learning_rate_warms_up_then_decays_tenfold_at_each_milestone():
     plain = DistillConfig(lr=1e-3).loop().schedule  # the defaults: no warm-up, x0.1 at half and three quarters
     assert [learning_rate(plain, PhaseState(step=s), 8) for s in (0, 3, 4, 5, 6, 7)] == pytest.approx(
         [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5])
+
+
+def test_kd_auto_warms_up_each_phase_unless_told_otherwise():
+    from tnncompress.distill import DistillConfig
+
+    assert DistillConfig(algorithm="auto").loop().schedule.warmup_steps == 50
+    assert DistillConfig(algorithm="e2e").loop().schedule.warmup_steps == 0  # the dissertation's schedule
+    assert DistillConfig(algorithm="auto", warmup_steps=0).loop().schedule.warmup_steps == 0
+    assert DistillConfig(algorithm="seq", warmup_steps=7).loop().schedule.warmup_steps == 7

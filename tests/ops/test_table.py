@@ -104,3 +104,39 @@ def test_a_new_operation_declared_in_one_place_reaches_both_analyses(monkeypatch
     w = net.conv.weight
     expected_var = 4 * F.conv2d(var, w * w, padding=1).flatten(1)  # a linear map of independent inputs
     assert torch.allclose(out.mean, net(x)) and torch.allclose(out.var, expected_var)
+
+
+class _Checked(nn.Module):
+    """Traced code's shape assertion (as timm's layers carry) and a division by a constant."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        torch._assert(x.shape[1] == 1, "one channel")
+        return (self.conv(x) / 4.0).flatten(1)
+
+
+class _Ratio(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return (y / y).flatten(1)  # a divisor that is a value of the graph
+
+
+def test_shape_assertions_are_constants_and_a_constant_divisor_scales():
+    torch.manual_seed(0)
+    net = _Checked().double().eval()
+    assert upper_bound(net, {"conv": 2.0}, (1, 4, 4)) == 0.5
+    x = torch.randn(2, 1, 4, 4, dtype=torch.float64)
+    var = torch.full_like(x, 0.3)
+    out = Propagator(net)(x, fixed_weights, x_var=var)
+    w = net.conv.weight
+    assert torch.allclose(out.mean, net(x)) and torch.allclose(out.var, F.conv2d(var, w * w, padding=1).flatten(1) / 16)
+    ratio = _Ratio().double().eval()
+    with pytest.raises(BoundUnavailable, match="truediv"):
+        upper_bound(ratio, {"conv": 1.0}, (1, 4, 4))

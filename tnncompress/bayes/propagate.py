@@ -85,7 +85,7 @@ class Propagator:
             if node.op == "call_function" and node.target is getattr:
                 if node.args[1] not in SHAPE_ATTRIBUTES:
                     why = f"attribute .{node.args[1]} (node {node.name})"
-            elif (op is None or "moments" not in op.rules) and not _is_assert(node.target):
+            elif op is None or "moments" not in op.rules:
                 why = Call(node, self.graph, node.args, node.kwargs, op).describe()
             elif node.op == "call_module" and getattr(self.graph.get_submodule(node.target), "dilation", 1) not in (
                     1, (1, 1)) and isinstance(self.graph.get_submodule(node.target), nn.MaxPool2d):
@@ -160,11 +160,6 @@ def _plain(c: Call) -> object:
 def _binary_max_pool(c: Call) -> Gauss:
     a = c.a
     return Gauss(*rules.binary_max_pool(a.input, a.kernel_size, a.stride, a.padding, a.ceil_mode))
-
-
-def _is_assert(fn) -> bool:
-    """torch._assert and the libraries' copies of it (timm's), which traced shape checks call."""
-    return getattr(fn, "__name__", "") == "_assert"
 
 
 def fixed_weights(name: str, p: torch.Tensor) -> tuple[torch.Tensor, None]:

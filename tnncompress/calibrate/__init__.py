@@ -5,7 +5,7 @@ from .bn import recalibrate_bn
 from .cache import ActivationCache, CacheReport, cache_bytes, parse_memory
 from .config import CalibrateConfig
 from .moments import LayerMoments, collect_moments, patches
-from .pool import CalibrationPool, calibration_pool
+from .pool import CalibrationPool, calibration_pool, held_out
 
 __all__ = ["ActivationCache", "CacheReport", "CalibrateConfig", "CalibrationPool", "LayerMoments", "cache_bytes",
-           "calibration_pool", "collect_moments", "parse_memory", "patches", "recalibrate_bn"]
+           "calibration_pool", "collect_moments", "held_out", "parse_memory", "patches", "recalibrate_bn"]

@@ -50,7 +50,23 @@ class CalibrationPool:
 def calibration_pool(train: ClassificationData, samples: int, seed: int = 0) -> CalibrationPool:
     """`samples` training images (all of them when the split is smaller), chosen by the seed."""
     n = min(samples, len(train))
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 7919 + 17))[:n]
+    return _drawn(train, _order(train, seed)[:n], f"{n} images of {train.source}")
+
+
+def held_out(train: ClassificationData, pool_samples: int, samples: int, seed: int = 0) -> CalibrationPool:
+    """`samples` training images that the pool of `pool_samples` drawn with `seed` does not hold (the next
+    ones of the same permutation; fewer, or none, when the split has no more)."""
+    order = _order(train, seed)[pool_samples:pool_samples + samples]
+    return _drawn(train, order, f"{len(order)} held-out images of {train.source}")
+
+
+def _order(train: ClassificationData, seed: int) -> torch.Tensor:
+    return torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 7919 + 17))
+
+
+def _drawn(train: ClassificationData, order: torch.Tensor, source: str) -> CalibrationPool:
+    if not len(order):
+        return CalibrationPool(torch.empty(0, *train.input_size), torch.empty(0, dtype=torch.long), source)
     ds = train.dataset
     if isinstance(ds, TensorImageDataset):
         images, labels = ds.normalise(ds.images[order]), ds.labels[order]
@@ -58,4 +74,4 @@ def calibration_pool(train: ClassificationData, samples: int, seed: int = 0) -> 
         items = [ds[int(i)] for i in order]
         images = torch.stack([x for x, _ in items])
         labels = torch.tensor([int(y) for _, y in items])
-    return CalibrationPool(images.float().contiguous(), labels, f"{n} images of {train.source}")
+    return CalibrationPool(images.float().contiguous(), labels, source)

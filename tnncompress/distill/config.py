@@ -14,7 +14,7 @@ SEQ_INPUTS = ("student", "teacher")
 LOSSES = ("auto", "mse", "kl")
 SCHEDULES = ("auto", "step", "cosine")
 # what "auto" means: the dissertation's choices for seq and e2e, the measured better ones for --kd auto
-AUTO = {"loss": ("mse", "kl"), "schedule": ("step", "cosine"), "ce_weight": (0.0, 0.3)}
+AUTO = {"loss": ("mse", "kl"), "schedule": ("step", "cosine"), "ce_weight": (0.0, 0.3), "warmup_steps": (0, 50)}
 DEFAULT_EPOCHS = 2.0  # when neither steps nor epochs are given
 DEFAULT_BUDGET = "10m"  # of --kd auto when no budget is given
 MAX_BUDGET = 365 * 86400.0  # seconds: a budget beyond a year is a typo (and inf would overflow the step counts)
@@ -35,7 +35,8 @@ class DistillConfig(Section, name="distill", title="Distillation", prefix="kd_")
     epochs: float | None = option(None, "Budget in passes over the training set (default 2).", above=0)
     finetune_steps: int = option(0, "Seq-KD: end-to-end updates on the logits after the last unit.", minimum=0)
     lr: float = option(1e-3, "Adam learning rate (the dissertation's, section 2.7.1).", above=0)
-    warmup_steps: int = option(0, "Raise the learning rate linearly over a phase's first N steps.", minimum=0)
+    warmup_steps: int | None = option(None, "Raise the learning rate linearly over a phase's first N steps (0; 50 for "
+                                            "--kd auto).", minimum=0)
     schedule: str = option("auto", "Learning rate over a phase: x0.1 at decay_at, or cosine (auto: cosine for "
                                    "--kd auto).", choices=SCHEDULES)
     decay_at: list[float] = option([0.5, 0.75], "Learning rate x0.1 at these fractions of a phase.", above=0, below=1)
@@ -60,9 +61,10 @@ class DistillConfig(Section, name="distill", title="Distillation", prefix="kd_")
         return self.algorithm != "none"
 
     def resolved(self) -> "DistillConfig":
-        """A copy with the "auto" choices made: KL at the temperature mixed with 0.3 cross-entropy and a
-        cosine schedule for --kd auto; the dissertation's squared distance, no cross-entropy and steps
-        otherwise."""
+        """A copy with the "auto" choices made: KL at the temperature mixed with 0.3 cross-entropy, a cosine
+        schedule and a 50-step warm-up of each phase for --kd auto (RESULTS.md: without it the divergence
+        guard fired on the first fine-tune step); the dissertation's squared distance, no cross-entropy,
+        steps and no warm-up otherwise."""
         which = 1 if self.algorithm == "auto" else 0
         values = {name: choices[which] for name, choices in AUTO.items() if getattr(self, name) in ("auto", None)}
         return dataclasses.replace(self, **values)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..calibrate import ActivationCache, CalibrationPool, calibration_pool
+from ..calibrate import ActivationCache, CalibrationPool, calibration_pool, held_out
 from ..capture import capture
 from ..data import ClassificationData
 from ..evaluate import evaluate
@@ -42,6 +42,7 @@ from .units import Unit, find_units
 
 CHECKPOINT_FILE = "distill.pt"
 CHECKPOINT_VERSION = 2
+AGREEMENT_IMAGES = 1024  # held-out training images that judge whether Seq-KD helped (--kd auto)
 log = logging.getLogger(__name__)
 
 
@@ -184,10 +185,48 @@ class _Distillation:
         # with several phases, one more bar follows the whole budget (its time left)
         overall = (progress.task(f"{self.config.algorithm} distillation", total, batch, completed=done)
                    if len(specs) > 1 else (lambda n=1, loss=0.0: None))
+        before_seq = None
         for index in range(self.first, len(specs)):
+            kind, following = specs[index].kind, specs[index + 1].kind if index + 1 < len(specs) else None
+            if kind == "seq" and index == 0 and self.state.step == 0 and self.config.algorithm == "auto":
+                with self.clock.part("evaluations"):
+                    before_seq = ({k: v.detach().clone() for k, v in self.models.student.state_dict().items()},
+                                  self._agreement())
             self._phase(index, progress, overall)
+            if kind == "seq" and following != "seq" and before_seq is not None:
+                with self.clock.part("evaluations"):
+                    self._undo_seq_if_worse(*before_seq)
             self.state = PhaseState()
             self._save(index + 1, self.state)
+
+    def _agreement(self) -> float | None:
+        """How often the student's top class is the teacher's on training images held out of the pool
+        (None when the training split has none to spare): judged without labels, and without the test
+        data the curve reports on."""
+        pool_size = len(self.pool) if self.pool is not None else 0
+        images = held_out(self.data.train, pool_size, AGREEMENT_IMAGES, self.ctx.seed).images
+        if not len(images):
+            return None
+        with torch.no_grad(), planned(self.models.student, self.config.plan):
+            same = [int((self.models.student(x).argmax(1) == self.models.teacher(x).argmax(1)).sum())
+                    for x in images.split(256)]
+        return sum(same) / len(images)
+
+    def _undo_seq_if_worse(self, before: dict, agreement: float | None) -> None:
+        """--kd auto: when Seq-KD left the student agreeing less with the teacher on held-out training
+        images (at low rates, trained block by block on the pool it can undo the data-aware fit:
+        RESULTS.md), the student from before it comes back and E2E-KD starts from there, with what is left
+        of the budget. (A run resumed inside Seq-KD no longer has that student: it keeps what Seq-KD gave.)"""
+        after = self._agreement() if agreement is not None else None
+        if after is None or not self.ctx.all_agree(after < agreement):
+            return
+        self.models.student.load_state_dict(before)
+        self.result.reverted = (f"Seq-KD lowered the student's agreement with the teacher on held-out training "
+                                f"images from {100 * agreement:.1f}% to {100 * after:.1f}%: the student from before "
+                                "it was restored and E2E-KD went on from there")
+        log.warning("%s", self.result.reverted)
+        start = self.result.curve[0]
+        self.result.curve.append(CurvePoint("restored before Seq-KD", self.result.updates, start.top1, start.samples))
 
     def _phase(self, index: int, progress, overall) -> None:
         spec, config, clock, result = self.specs[index], self.config, self.clock, self.result

@@ -66,3 +66,4 @@ class DistillResult:
     events: list[GuardEvent] = field(default_factory=list)
     cache: CacheReport | None = None  # cached Seq-KD: the activation cache
     seconds: dict[str, float] = field(default_factory=dict)  # wall clock per part (budget.WallClock.breakdown)
+    reverted: str | None = None  # --kd auto: why the student from before Seq-KD was restored (None: it was not)

@@ -410,6 +410,35 @@ def _shape_query(c, it):
 SHAPE_ATTRIBUTES = {"ndim", "shape", "dtype", "device"}
 SHAPE = add(Operation("shape query", functions=(getattr,), methods=("size", "dim"), rules={
     "lipschitz": lambda c, it: c.args[0] if c.node.op == "call_function" else 0.0, "moments": _shape_query}))
+def _constant_lipschitz(c, it) -> float:
+    """A comparison of shapes (traced code's assertions): a constant, bound 0. Of tensors it is a step
+    function, with no Lipschitz bound."""
+    return 0.0 if not c.shape() else _unavailable(c)
+
+
 COMPARISON = add(Operation("comparison", functions=(operator.eq, operator.ne, operator.lt, operator.le, operator.gt,
                                                     operator.ge, torch._assert),
-                           rules={"moments": plain_or_copied}))
+                           rules={"lipschitz": _constant_lipschitz, "moments": plain_or_copied}))
+
+
+def _divisor(c):
+    """The constant a value is divided by (None when the divisor is a value of the graph)."""
+    return None if c.from_node(1) else c.args[1]
+
+
+def _div_lipschitz(c, it) -> float:
+    d = _divisor(c)
+    return c.args[0] / abs(float(d)) if d is not None and c.from_node(0) else _unavailable(c)
+
+
+def _div_moments(c, it):
+    g, d = c.args[0], _divisor(c)
+    if d is None and any(isinstance(v, Gauss) for v in c.args[1:]):
+        raise Unsupported("a division by a random value")
+    if not isinstance(g, Gauss):
+        return plain(c)
+    return Gauss(g.mean / d, None if g.var is None else g.var / (d * d))
+
+
+DIVISION = add(Operation("division by a constant", functions=(operator.truediv, torch.div), methods=("div",),
+                         rules={"lipschitz": _div_lipschitz, "moments": _div_moments}))

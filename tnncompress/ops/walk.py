@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Protocol
 
+import torch
 import torch.fx
 from torch import nn
 
@@ -111,7 +112,10 @@ class Operations:
                     return self._modules[cls]
             return None
         if node.op == "call_function":
-            return self._functions.get(node.target)
+            found = self._functions.get(node.target)
+            if found is None and getattr(node.target, "__name__", "") == "_assert":
+                return self._functions.get(torch._assert)  # the libraries' copies of it (timm's)
+            return found
         if node.op == "call_method":
             return self._methods.get(node.target)
         return None

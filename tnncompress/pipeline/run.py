@@ -108,7 +108,8 @@ def report_of(s: RunState, clock: Stopwatch) -> RunReport:
     why = [d.why_no_speedup(speedup_hint(d, c.rank_multiple, c.deploy_target) if d.runtime == "onnxruntime" else "")
            for d in (onnx.forms if onnx else None, load_forms) if d is not None and d.models]
     warnings = (s.latency.slower_than_original() if s.latency else []) + [w for w in why if w] + \
-               ([e.describe() for e in s.distilled.events] if s.distilled else [])
+               ([e.describe() for e in s.distilled.events] if s.distilled else []) + \
+               ([s.distilled.reverted] if s.distilled and s.distilled.reverted else [])
     rows = layer_rows(s.choices, s.plans, s.decomposed, onnx, s.refitted, load_forms, s.replaced)
     return build_report(recipe=s.recipe, loaded=s.loaded, original=s.loaded.model, compressed=s.student, rows=rows,
                         accuracy=s.accuracy, warnings=warnings, seconds={**clock.seconds, "total": clock.total()},
