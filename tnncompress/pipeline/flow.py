@@ -17,6 +17,7 @@ from pathlib import Path
 from torch import nn
 
 from ..bayes import stage as bqn_stage
+from ..bayes.result import BqnReport
 from ..calibrate import CalibrationPool, parse_memory
 from ..compress import stage as compress_stage
 from ..compress.select import Selection
@@ -24,7 +25,7 @@ from ..data import ClassificationData
 from ..distill import DistillResult, KdData, distil
 from ..evaluate import stage as evaluate_stage
 from ..io import LoadedModel
-from ..report import Accuracy, StageRecord
+from ..report import Accuracy, Latency, StageRecord
 from ..spectral import stage as spectral_stage
 from ..spectral.control import SpectralControl
 from ..spectral.replace import densify
@@ -57,11 +58,11 @@ class RunState:
     spectral: SpectralReport | None = None
     distilled: DistillResult | None = None
     learned: bqn_stage.Learned | None = None
-    bqn: object | None = None  # BqnReport
+    bqn: BqnReport | None = None
     codes: dict | None = None  # the BQN's integer codes, to export
     accuracy: Accuracy | None = None
     exported: stages.Exported | None = None
-    latency: object | None = None  # Latency
+    latency: Latency | None = None
 
 
 def run_context(recipe: Recipe, ctx: Context, checkpoints: Path | None, resume: bool) -> Context:
