@@ -28,18 +28,21 @@ class _Pools(nn.Module):
         self.functional = functional
         self.conv = nn.Conv2d(2, 3, 3, padding=1)
         self.pool, self.avg = nn.MaxPool2d(3, 2, 1), nn.AvgPool2d(2)
-        self.act = nn.ELU(alpha=1.5)
+        self.act, self.bn = nn.ELU(alpha=1.5), nn.BatchNorm2d(3)
 
     def forward(self, x):
         x = self.conv(x)
-        if self.functional:
+        if self.functional:  # as timm's norm-and-activation layers call it
+            bn = self.bn
+            x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.1, bn.eps)
             return F.avg_pool2d(F.elu(F.max_pool2d(x, 3, 2, 1), 1.5), 2).flatten(1)
-        return self.avg(self.act(self.pool(x))).flatten(1)
+        return self.avg(self.act(self.pool(self.bn(x)))).flatten(1)
 
 
 def test_a_module_and_its_functional_call_are_one_operation_with_the_same_rules():
     torch.manual_seed(0)
     module, functional = _Pools(False).double().eval(), _Pools(True).double().eval()
+    module.bn.running_var.uniform_(0.2, 2.0), module.bn.weight.data.normal_()
     functional.load_state_dict(module.state_dict())
     sigma = {"conv": 1.7}
     assert upper_bound(module, sigma, (2, 8, 8)) == upper_bound(functional, sigma, (2, 8, 8)) > 0

@@ -11,11 +11,13 @@ bayes/activations.py does for its quantisers).
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from types import SimpleNamespace
 
 import torch
+import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
@@ -160,8 +162,28 @@ TENSORIZED = add(Operation("tensorial layer", modules=(TensorizedLayer,),
 # --- normalisation ---------------------------------------------------------------------------------------
 
 def _bn_lipschitz(c, it) -> float:
-    folded = c.module is not None and c.node.target in it.folded  # its gain is in the layer's sigma
+    if c.module is None:  # F.batch_norm (timm's norm-and-activation layers): its tensors are attributes
+        if c.a.training or not c.from_node(0):
+            return _unavailable(c)
+        norm = SimpleNamespace(**{k: _attribute(c, v) for k, v in _bound_nodes(c).items()})
+        if norm.running_var is None or not isinstance(norm.running_var, torch.Tensor):
+            return _unavailable(c)
+        return float(gains.bn_scale(norm).abs().max()) * c.a.input
+    folded = c.node.target in it.folded  # its gain is in the layer's sigma
     return (1.0 if folded else float(gains.bn_scale(c.module).abs().max())) * c.a.input
+
+
+def _bound_nodes(c) -> dict:
+    """The functional batch norm's running_var, weight and eps, as the graph gives them (nodes or values)."""
+    given = {**dict(zip(BATCH_NORM_ARGS, c.node.args, strict=False)), **c.node.kwargs}
+    return {"running_var": given.get("running_var"), "weight": given.get("weight"), "eps": c.a.eps}
+
+
+def _attribute(c, v):
+    """A get_attr node's tensor (a parameter or buffer of the traced module); other values as they are."""
+    if isinstance(v, torch.fx.Node):
+        return functools.reduce(getattr, v.target.split("."), c.gm) if v.op == "get_attr" else None
+    return v
 
 
 def _bn_moments(c, it):
@@ -173,12 +195,11 @@ def _bn_moments(c, it):
     return Gauss(*m.batch_norm(a.input, SimpleNamespace(**vars(a))))
 
 
+BATCH_NORM_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
 BATCH_NORM = add(Operation(
-    "batch norm", modules=(nn.BatchNorm2d, nn.BatchNorm1d), functions=(F.batch_norm,),
-    signature=("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps"),
+    "batch norm", modules=(nn.BatchNorm2d, nn.BatchNorm1d), functions=(F.batch_norm,), signature=BATCH_NORM_ARGS,
     defaults={"weight": None, "bias": None, "training": False, "momentum": 0.1, "eps": 1e-5},
-    rules={"lipschitz": lambda c, it: _bn_lipschitz(c, it) if c.module is not None else _unavailable(c),
-           "moments": _gauss_input(_bn_moments)}))
+    rules={"lipschitz": _bn_lipschitz, "moments": _gauss_input(_bn_moments)}))
 
 
 
