@@ -104,6 +104,7 @@ class _Distillation:
         self.clock: WallClock | None = None
         self.result: DistillResult | None = None
         self.specs: list[PhaseSpec] = []
+        self._held_out: list | None = None  # (images, the teacher's classes) judging Seq-KD (--kd auto)
 
     @contextlib.contextmanager
     def on_device(self):
@@ -202,15 +203,19 @@ class _Distillation:
     def _agreement(self) -> float | None:
         """How often the student's top class is the teacher's on training images held out of the pool
         (None when the training split has none to spare): judged without labels, and without the test
-        data the curve reports on."""
-        pool_size = len(self.pool) if self.pool is not None else 0
-        images = held_out(self.data.train, pool_size, AGREEMENT_IMAGES, self.ctx.seed).images
-        if not len(images):
+        data the curve reports on. The images and the teacher's classes are drawn once, before Seq-KD."""
+        if self._held_out is None:
+            pool_size = len(self.pool) if self.pool is not None else 0
+            images = held_out(self.data.train, pool_size, AGREEMENT_IMAGES, self.ctx.seed).images
+            with torch.no_grad():
+                self._held_out = [(x, self.models.teacher(x.to(self.ctx.device)).argmax(1))
+                                  for x in images.split(256)]
+        if not self._held_out:
             return None
         with torch.no_grad(), planned(self.models.student, self.config.plan):
-            same = [int((self.models.student(x).argmax(1) == self.models.teacher(x).argmax(1)).sum())
-                    for x in images.split(256)]
-        return sum(same) / len(images)
+            same = [int((self.models.student(x.to(self.ctx.device)).argmax(1) == teacher).sum())
+                    for x, teacher in self._held_out]
+        return sum(same) / sum(len(x) for x, _ in self._held_out)
 
     def _undo_seq_if_worse(self, before: dict, agreement: float | None) -> None:
         """--kd auto: when Seq-KD left the student agreeing less with the teacher on held-out training
